@@ -1,0 +1,107 @@
+"""The app factory: the one place the pieces are wired together."""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import settings
+from .accounts import valid_password, valid_username
+from .chat.rounds import Registry
+from .config import Config, ConfigError
+from .cors import setup_cors
+from .errors import ApiError
+from .handlers import auth as auth_handlers
+from .handlers import meta, users
+from .handlers import settings as settings_handlers
+from .keys import cipher_key, config_key, db_key, hasher_key, http_key, registry_key, tokens_key
+from .middlewares import auth_middleware, error_middleware
+from .security import secrets_file
+from .security.crypto import KeyCipher
+from .security.passwords import PasswordHasher
+from .security.tokens import TokenService
+from .store import db as database
+from .store import users as users_store
+
+log = logging.getLogger(__name__)
+
+JWT_SECRET_FILE = "jwt_secret"
+ENCRYPTION_KEY_FILE = "encryption_key"
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=config.max_chat_body)
+    app[config_key] = config
+    app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
+    app[registry_key] = Registry()
+    app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx])
+    app.on_shutdown.append(stop_rounds)
+    for module in (auth_handlers, users, settings_handlers, meta):
+        app.router.add_routes(module.routes)
+    setup_cors(app, config)
+    return app
+
+
+async def secrets_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[config_key]
+    app[tokens_key] = TokenService(
+        secrets_file.load_or_create(config.data_dir, JWT_SECRET_FILE, config.jwt_secret))
+    app[cipher_key] = KeyCipher(
+        secrets_file.load_or_create(config.data_dir, ENCRYPTION_KEY_FILE, config.encryption_key))
+    yield
+
+
+async def db_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[config_key]
+    db = await database.connect(config.database_path)
+    try:
+        await settings.seed(db, config)
+        await bootstrap_admin(app, db, config)
+        app[db_key] = db
+        yield
+    finally:
+        await db.close()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    # One pool for every upstream call. No total timeout here: each round sets its own budget.
+    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300,
+                                     enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(None),
+                                     auto_decompress=True, trust_env=False) as session:
+        app[http_key] = session
+        yield
+
+
+async def stop_rounds(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for open handlers: ending the rounds lets their
+    # streams finish (partials saved) instead of holding shutdown for its whole timeout.
+    await app[registry_key].cancel_all()
+
+
+async def bootstrap_admin(app: web.Application, db: database.Database, config: Config) -> None:
+    """Create DEFAULT_ADMIN_USERNAME as ADMIN when both variables are set and no user exists."""
+    username, password = config.default_admin_username, config.default_admin_password
+    if not username and not password:
+        return
+    if await users_store.count(db) > 0:
+        return
+    if not (username and password):
+        raise ConfigError("DEFAULT_ADMIN_USERNAME and DEFAULT_ADMIN_PASSWORD must be set together")
+    try:
+        valid_username(username)
+    except ApiError as e:
+        raise ConfigError(f"DEFAULT_ADMIN_USERNAME: {e}") from None
+    try:
+        valid_password(password)
+    except ApiError as e:
+        raise ConfigError(f"DEFAULT_ADMIN_PASSWORD: {e}") from None
+    hashed = await app[hasher_key].hash(password)
+    async with db.transaction() as tx:
+        if await users_store.count(tx) == 0:
+            await users_store.create(tx, username, hashed, "ADMIN")
+            log.info("created the first admin %r from DEFAULT_ADMIN_USERNAME", username)

@@ -1,0 +1,1 @@
+"""The chat engine: context, provider client, rounds and their registry."""

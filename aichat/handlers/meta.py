@@ -1,0 +1,68 @@
+"""Public service routes: health, app info, and the route index at / and /api."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+
+from aiohttp import web
+
+from .. import __version__
+from ..auth import public
+from ..errors import dumps, ok
+from ..keys import config_key, db_key
+from ..timeutil import now_iso
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Resident set size now (Linux), else the peak as the OS reports it."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@routes.get("/api/settings/health")
+@routes.get("/api/health")
+@public
+async def health(request: web.Request) -> web.Response:
+    try:
+        await request.app[db_key].value("SELECT 1")
+    except Exception as e:  # a health check reports faults instead of raising them
+        log.warning("health check: database unavailable: %s", e)
+        body = {"success": False, "error": "Service is unhealthy",
+                "data": {"status": "unhealthy", "timestamp": now_iso(),
+                         "error": "database unavailable"}}
+        return web.Response(status=503, text=dumps(body), content_type="application/json")
+    return ok({"status": "healthy", "timestamp": now_iso(), "version": __version__,
+               "database": "connected", "memory": {"rss": rss_bytes()}})
+
+
+@routes.get("/api/settings/app-info")
+@public
+async def app_info(request: web.Request) -> web.Response:
+    mode = request.app[config_key].app_mode
+    return ok({"name": "aichat", "version": __version__, "mode": mode,
+               "features": {"registration": mode == "multi", "streaming": True,
+                            "file_upload": False, "long_term_memory": False}})
+
+
+@routes.get("/")
+@routes.get("/api")
+@public
+async def index(request: web.Request) -> web.Response:
+    seen, listed = set(), []
+    for route in request.app.router.routes():
+        info = route.resource.canonical if route.resource else ""
+        entry = f"{route.method} {info}"
+        if route.method not in ("HEAD", "OPTIONS") and entry not in seen:
+            seen.add(entry)
+            listed.append(entry)
+    return ok({"name": "aichat", "version": __version__, "routes": listed})

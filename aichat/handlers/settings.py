@@ -1,0 +1,70 @@
+"""/api/settings: system (read by all, written by admins) and personal settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import settings
+from ..auth import admin_only
+from ..config import Config
+from ..errors import ok
+from ..keys import config_key, db_key, user_key
+from ..store import settings as store
+from ..store.db import Reader
+from ..validate import choice, integer, read_json
+
+routes = web.RouteTableDef()
+
+THEMES = ("light", "dark", "system")
+CONTEXT_MIN, CONTEXT_MAX = 1000, 32000
+
+
+def _system_view(config: Config, values: dict[str, Any]) -> dict[str, Any]:
+    return {**values, "app_mode": config.app_mode,
+            "max_context_tokens": config.default_context_token_limit}
+
+
+@routes.get("/api/settings/system")
+async def get_system_settings(request: web.Request) -> web.Response:
+    config = request.app[config_key]
+    return ok(_system_view(config, await settings.load(request.app[db_key], config)))
+
+
+@routes.put("/api/settings/system")
+@admin_only
+async def update_system_settings(request: web.Request) -> web.Response:
+    config, db = request.app[config_key], request.app[db_key]
+    updates = settings.validate_update(await read_json(request, config.max_json_body))
+    if updates:
+        async with db.transaction() as tx:
+            await store.set_system(tx, updates)
+    return ok(_system_view(config, await settings.load(db, config)), "Settings updated")
+
+
+async def personal_view(db: Reader, config: Config, user_id: int) -> dict[str, Any]:
+    row = await store.personal(db, user_id) or {}
+    return {"context_token_limit": row.get("context_token_limit")
+            or config.default_context_token_limit,
+            "theme": row.get("theme") or "light"}
+
+
+@routes.get("/api/settings/personal")
+async def get_personal_settings(request: web.Request) -> web.Response:
+    return ok(await personal_view(request.app[db_key], request.app[config_key],
+                                  request[user_key].id))
+
+
+@routes.put("/api/settings/personal")
+async def update_personal_settings(request: web.Request) -> web.Response:
+    config, db, user = request.app[config_key], request.app[db_key], request[user_key]
+    body = await read_json(request, config.max_json_body)
+    values = {"context_token_limit": integer(body, "context_token_limit",
+                                             lo=CONTEXT_MIN, hi=CONTEXT_MAX),
+              "theme": choice(body, "theme", THEMES)}
+    values = {k: v for k, v in values.items() if v is not None}
+    if values:
+        async with db.transaction() as tx:
+            await store.set_personal(tx, user.id, values)
+    return ok(await personal_view(db, config, user.id), "Settings updated")

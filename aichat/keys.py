@@ -1,0 +1,27 @@
+"""Typed keys for what the app and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from .config import Config
+from .security.crypto import KeyCipher
+from .security.passwords import PasswordHasher
+from .security.tokens import TokenService
+from .store.db import Database
+from .store.users import User
+
+if TYPE_CHECKING:
+    pass
+
+config_key = web.AppKey("config", Config)
+db_key = web.AppKey("db", Database)
+http_key = web.AppKey("http", aiohttp.ClientSession)
+tokens_key = web.AppKey("tokens", TokenService)
+cipher_key = web.AppKey("cipher", KeyCipher)
+hasher_key = web.AppKey("hasher", PasswordHasher)
+registry_key = web.AppKey("registry", "Registry")
+user_key = web.RequestKey("user", User)

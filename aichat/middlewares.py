@@ -1,0 +1,55 @@
+"""Errors first (everything becomes the envelope), then auth (CORS rides on response signals)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .auth import Handler, access_of, authenticate
+from .errors import ApiError, fail
+from .keys import user_key
+
+log = logging.getLogger(__name__)
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"Route {request.method} {request.path} not found"
+    if exc.status == 405:
+        return f"Method {request.method} not allowed for {request.path}"
+    if exc.status == 413:
+        return "Request body too large"
+    return exc.reason
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return fail(e.status, str(e), e.headers)
+    except web.HTTPException as e:  # the router's 404/405, aiohttp's 413, CORS refusals
+        if e.status < 400:
+            raise
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return fail(e.status, _http_message(request, e), headers)
+    except ConnectionResetError:
+        raise  # the client left; nothing to answer
+    except Exception:
+        log.exception("unhandled error: %s %s", request.method, request.path)
+        return fail(500, "Internal server error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    if match.http_exception is not None or request.method == "OPTIONS":
+        return await handler(request)  # unknown route, or a CORS preflight
+    access = access_of(match.handler)
+    if access != "public":
+        user = await authenticate(request.app, request.headers.get("Authorization"))
+        if access == "admin" and not user.is_admin:
+            raise ApiError(403, "Admin access required")
+        request[user_key] = user
+    return await handler(request)

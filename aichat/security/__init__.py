@@ -1,0 +1,1 @@
+"""Secrets, passwords, tokens and API-key encryption."""

@@ -1,0 +1,59 @@
+"""AES-256-GCM for provider API keys at rest.
+
+Stored form: "v1:" + base64(nonce(12) || ciphertext || tag(16)). The row identity is the
+associated data, so a ciphertext copied into another row does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+
+from Crypto.Cipher import AES
+
+PREFIX = "v1:"
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class DecryptError(ValueError):
+    """The stored value is not ours, was tampered with, or belongs to another row or key."""
+
+
+def derive_key(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+class KeyCipher:
+    def __init__(self, secret: str) -> None:
+        self._key = derive_key(secret)
+
+    def encrypt(self, plaintext: str, aad: bytes) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(aad)
+        ciphertext, tag = cipher.encrypt_and_digest(plaintext.encode("utf-8"))
+        return PREFIX + base64.b64encode(nonce + ciphertext + tag).decode("ascii")
+
+    def decrypt(self, stored: str, aad: bytes) -> str:
+        if not stored.startswith(PREFIX):
+            raise DecryptError("unknown API key format")
+        try:
+            blob = base64.b64decode(stored[len(PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise DecryptError("API key is not valid base64") from None
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise DecryptError("API key ciphertext is too short")
+        nonce, ciphertext, tag = blob[:NONCE_BYTES], blob[NONCE_BYTES:-TAG_BYTES], blob[-TAG_BYTES:]
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(aad)
+        try:
+            return cipher.decrypt_and_verify(ciphertext, tag).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise DecryptError("API key does not decrypt with the current ENCRYPTION_KEY") from None
+
+
+def model_aad(model_id: int) -> bytes:
+    return f"model_configs:{model_id}:api_key".encode("ascii")

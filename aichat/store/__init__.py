@@ -1,0 +1,1 @@
+"""Hand-written SQL through aiosqlite: one module per table group."""

@@ -1,0 +1,162 @@
+"""The SQLite handle: one aiosqlite connection shared by every request, and the migrations.
+
+aiosqlite runs each call on the connection's own thread, in order. Reads go straight through;
+writes go through `transaction()`, which holds an asyncio lock so that no request's statements
+land inside another request's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+    # Runs on the database thread, so the event loop gets ready-made dicts.
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+class Reader:
+    """Read helpers shared by the database and an open transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return list(await self.conn.execute_fetchall(sql, params))
+
+    async def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        rows = await self.conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def value(self, sql: str, params: Params = ()) -> Any:
+        row = await self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+
+class Transaction(Reader):
+    """The only way to write: statements here commit or roll back together."""
+
+    async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def insert(self, sql: str, params: Params = ()) -> int:
+        cursor = await self.conn.execute(sql, params)
+        return cursor.lastrowid
+
+
+class Database(Reader):
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        super().__init__(conn)
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self.conn)
+            except BaseException:
+                # Shielded: a cancelled request must still leave no half-written rows.
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self.conn.execute("COMMIT"))
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def connect(path: str) -> Database:
+    """Open the database file (creating its folder), set the pragmas and migrate."""
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = _dict_row
+    try:
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        db = Database(conn, path)
+        await migrate(db)
+    except BaseException:
+        await conn.close()
+        raise
+    return db
+
+
+def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(
+        not ln.strip() or ln.strip().startswith("--") for ln in buf.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement at the end: {buf.strip()[:60]!r}")
+    return statements
+
+
+async def migrate(db: Database, sql_dir: Path = SQL_DIR) -> list[int]:
+    """Apply each numbered file not yet recorded in schema_version, each in its own transaction.
+
+    Foreign keys are off meanwhile (SQLite ignores the pragma inside a transaction), so a
+    migration may rebuild a table; `foreign_key_check` then proves nothing was orphaned.
+    """
+    await db.conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return await _apply_pending(db, sql_dir)
+    finally:
+        await db.conn.execute("PRAGMA foreign_keys = ON")
+
+
+async def _apply_pending(db: Database, sql_dir: Path) -> list[int]:
+    await db.conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+    )
+    done = {row["version"] for row in await db.all("SELECT version FROM schema_version")}
+    applied = []
+    for version, path in migration_files(sql_dir):
+        if version in done:
+            continue
+        statements = split_statements(path.read_text(encoding="utf-8"))
+        async with db.transaction() as tx:
+            for statement in statements:
+                await tx.execute(statement)
+            broken = await tx.all("PRAGMA foreign_key_check")
+            if broken:
+                raise RuntimeError(f"migration {path.name} broke foreign keys: {broken[:3]}")
+            await tx.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)",
+                             (version, path.name))
+        log.info("applied migration %s", path.name)
+        applied.append(version)
+    return applied

@@ -1,0 +1,45 @@
+"""system_settings (key/value text) and user_settings (one row per user)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db import Reader, Transaction
+
+
+async def system_values(db: Reader) -> dict[str, str]:
+    rows = await db.all("SELECT key, value FROM system_settings")
+    return {r["key"]: r["value"] for r in rows}
+
+
+async def set_system(tx: Transaction, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        await tx.execute(
+            "INSERT INTO system_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value,"
+            " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (key, value))
+
+
+async def insert_system_default(tx: Transaction, key: str, value: str) -> None:
+    """Seed a value only if missing: an admin's choice survives restarts."""
+    await tx.execute("INSERT OR IGNORE INTO system_settings (key, value) VALUES (?, ?)",
+                     (key, value))
+
+
+async def personal(db: Reader, user_id: int) -> dict[str, Any] | None:
+    return await db.one(
+        "SELECT context_token_limit, theme FROM user_settings WHERE user_id = ?", (user_id,))
+
+
+async def set_personal(tx: Transaction, user_id: int, values: dict[str, Any]) -> None:
+    columns = [c for c in ("context_token_limit", "theme") if c in values]
+    if not columns:
+        return
+    await tx.execute(
+        f"INSERT INTO user_settings (user_id, {', '.join(columns)})"
+        f" VALUES (?, {', '.join('?' for _ in columns)})"
+        f" ON CONFLICT (user_id) DO UPDATE SET"
+        f" {', '.join(f'{c} = excluded.{c}' for c in columns)},"
+        " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        (user_id, *(values[c] for c in columns)))
