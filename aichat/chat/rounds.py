@@ -1,19 +1,36 @@
-"""The registry of running rounds: at most one per session, findable for stop and delete."""
+"""The registry of rounds: at most one running per session, findable for stop and delete.
+
+It also remembers each session's latest streamed round for a few seconds after it ends, for
+the post-abort guard (api.md §6.1): the existing front end's stop button aborts the stream and
+at once re-sends the same message to /api/chat/completion.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Protocol
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Protocol
 
 log = logging.getLogger(__name__)
 
 PERSIST_WAIT_S = 5.0
+GUARD_WINDOW_S = 10.0
+GUARD_REASONS = ("disconnect", "stop")
 
 
-class Cancellable(Protocol):
+class RoundLike(Protocol):
     session_id: int
     user_id: int
+    streamed: bool
+    user_content: str
+    cancel_reason: str | None
+    ended_at: float | None
+    guard_used: bool
+
+    @property
+    def running(self) -> bool: ...
 
     def cancel(self, reason: str, *, discard: bool = False) -> None: ...
 
@@ -22,23 +39,52 @@ class Cancellable(Protocol):
 
 class Registry:
     def __init__(self) -> None:
-        self._running: dict[int, Cancellable] = {}
+        self._running: dict[int, RoundLike] = {}
+        self._last_streamed: dict[int, RoundLike] = {}
+        self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
 
-    def running(self, session_id: int) -> Cancellable | None:
+    def running(self, session_id: int) -> RoundLike | None:
         return self._running.get(session_id)
 
-    def add(self, round_: Cancellable) -> None:
+    def add(self, round_: RoundLike) -> None:
         self._running[round_.session_id] = round_
+        if round_.streamed:
+            self._last_streamed[round_.session_id] = round_
+            if len(self._last_streamed) > 256:
+                self._forget_old()
 
-    def remove(self, round_: Cancellable) -> None:
+    def remove(self, round_: RoundLike) -> None:
         if self._running.get(round_.session_id) is round_:
             del self._running[round_.session_id]
 
     def count_for_user(self, user_id: int) -> int:
         return sum(1 for r in self._running.values() if r.user_id == user_id)
 
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        for session_id, round_ in list(self._last_streamed.items()):
+            if round_.ended_at is not None and now - round_.ended_at > GUARD_WINDOW_S:
+                del self._last_streamed[session_id]
+
+    def forget(self, session_id: int) -> None:
+        self._last_streamed.pop(session_id, None)
+
+    @asynccontextmanager
+    async def reserve(self, session_id: int) -> AsyncIterator[None]:
+        """Serialise round starts on a session and cancel the one running (it ends `stopped`)."""
+        lock, holders = self._locks.setdefault(session_id, (asyncio.Lock(), [0]))
+        holders[0] += 1
+        try:
+            async with lock:
+                await self.cancel_session(session_id, "superseded")
+                yield
+        finally:
+            holders[0] -= 1
+            if holders[0] == 0:
+                del self._locks[session_id]
+
     async def cancel_session(self, session_id: int, reason: str, *, discard: bool = False,
-                             timeout: float = PERSIST_WAIT_S) -> Cancellable | None:
+                             timeout: float = PERSIST_WAIT_S) -> RoundLike | None:
         """Cancel the session's running round and wait (bounded) until it has persisted."""
         round_ = self._running.get(session_id)
         if round_ is None:
@@ -48,7 +94,18 @@ class Registry:
             log.warning("round of session %s did not finish within %.1fs", session_id, timeout)
         return round_
 
-    async def _cancel_many(self, rounds: list[Cancellable], reason: str, discard: bool) -> None:
+    def guard_candidate(self, session_id: int, content: str) -> RoundLike | None:
+        """The streamed round a /completion re-send duplicates, if any (once per round)."""
+        round_ = self._last_streamed.get(session_id)
+        if round_ is None or round_.guard_used or round_.user_content != content:
+            return None
+        if round_.running:
+            return round_
+        recent = (round_.ended_at is not None
+                  and time.monotonic() - round_.ended_at <= GUARD_WINDOW_S)
+        return round_ if recent and round_.cancel_reason in GUARD_REASONS else None
+
+    async def _cancel_many(self, rounds: list[Any], reason: str, discard: bool) -> None:
         for round_ in rounds:
             round_.cancel(reason, discard=discard)
         deadline = time.monotonic() + PERSIST_WAIT_S

@@ -1,0 +1,142 @@
+"""/api/models: personal model configs (owner only) and system ones (admins write, all read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from ..auth import admin_only
+from ..errors import ApiError, not_found, ok
+from ..keys import cipher_key, config_key, db_key, user_key
+from ..store import models
+from ..validate import boolean, path_id, read_json, string
+
+routes = web.RouteTableDef()
+
+NOT_FOUND = "Model configuration"
+URL_RULE = "Invalid API URL format"
+
+
+def valid_api_url(value: str) -> str:
+    if len(value) > 2048 or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ApiError(400, URL_RULE)
+    try:
+        url = URL(value)
+    except ValueError:
+        raise ApiError(400, URL_RULE) from None
+    if url.scheme not in ("http", "https") or not url.host or not url.is_absolute():
+        raise ApiError(400, URL_RULE)
+    return value
+
+
+def model_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """The validated fields present in `body`; on create the first three are required."""
+    fields = {
+        "name": string(body, "name", required=not partial, max_len=100),
+        "apiUrl": string(body, "apiUrl", required=not partial, max_len=None,
+                         message=URL_RULE if "apiUrl" in body else None),
+        "apiKey": string(body, "apiKey", required=not partial, max_len=4096, blank_ok=True),
+        "supportsImages": boolean(body, "supportsImages"),
+    }
+    if fields["apiUrl"] is not None:
+        valid_api_url(fields["apiUrl"])
+    if not partial and fields["supportsImages"] is None:
+        fields["supportsImages"] = False
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+async def _create(request: web.Request, owner_id: int | None, clash: str) -> web.Response:
+    db = request.app[db_key]
+    fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
+                          partial=False)
+    async with db.transaction() as tx:
+        if await models.name_taken(tx, owner_id, fields["name"]):
+            raise ApiError(409, clash)
+        row = await models.create(tx, request.app[cipher_key], owner_id, fields["name"],
+                                  fields["apiUrl"], fields["apiKey"], fields["supportsImages"])
+    return ok(row, "Model configuration created")
+
+
+async def _update(request: web.Request, owner_id: int | None, clash: str) -> web.Response:
+    db = request.app[db_key]
+    model_id = path_id(request, "id", "model")
+    fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
+                          partial=True)
+    async with db.transaction() as tx:
+        if await models.get_owned(tx, model_id, owner_id) is None:
+            raise not_found(NOT_FOUND)
+        if "name" in fields and await models.name_taken(tx, owner_id, fields["name"], model_id):
+            raise ApiError(409, clash)
+        await models.update(tx, request.app[cipher_key], model_id, fields)
+        row = await models.get_owned(tx, model_id, owner_id)
+    return ok(row, "Model configuration updated")
+
+
+async def _delete(request: web.Request, owner_id: int | None) -> web.Response:
+    db = request.app[db_key]
+    model_id = path_id(request, "id", "model")
+    async with db.transaction() as tx:
+        if await models.get_owned(tx, model_id, owner_id) is None:
+            raise not_found(NOT_FOUND)
+        in_use = await models.sessions_using(tx, model_id)
+        if in_use:
+            raise ApiError(400, f"Cannot delete model: {in_use} chat sessions are using this model")
+        await models.delete(tx, model_id)
+    return ok(None, "Model configuration deleted")
+
+
+# Static paths first: /api/models/system must not be read as /api/models/{id}.
+
+@routes.get("/api/models/system/list")
+@admin_only
+async def list_system_models(request: web.Request) -> web.Response:
+    return ok(await models.list_system_with_counts(request.app[db_key]))
+
+
+@routes.post("/api/models/system")
+@admin_only
+async def create_system_model(request: web.Request) -> web.Response:
+    return await _create(request, None, "System model name already exists")
+
+
+@routes.put("/api/models/system/{id}")
+@admin_only
+async def update_system_model(request: web.Request) -> web.Response:
+    return await _update(request, None, "System model name already exists")
+
+
+@routes.delete("/api/models/system/{id}")
+@admin_only
+async def delete_system_model(request: web.Request) -> web.Response:
+    return await _delete(request, None)
+
+
+@routes.get("/api/models")
+async def list_models(request: web.Request) -> web.Response:
+    return ok(await models.list_visible(request.app[db_key], request[user_key].id))
+
+
+@routes.post("/api/models")
+async def create_model(request: web.Request) -> web.Response:
+    return await _create(request, request[user_key].id, "Model name already exists")
+
+
+@routes.get("/api/models/{id}")
+async def get_model(request: web.Request) -> web.Response:
+    row = await models.get_visible(request.app[db_key], path_id(request, "id", "model"),
+                                   request[user_key].id)
+    if row is None:
+        raise not_found(NOT_FOUND)
+    return ok(row)
+
+
+@routes.put("/api/models/{id}")
+async def update_model(request: web.Request) -> web.Response:
+    return await _update(request, request[user_key].id, "Model name already exists")
+
+
+@routes.delete("/api/models/{id}")
+async def delete_model(request: web.Request) -> web.Response:
+    return await _delete(request, request[user_key].id)

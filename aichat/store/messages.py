@@ -1,0 +1,80 @@
+"""messages: the turns of a session, each assistant reply with how it ended and its usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db import Reader, Transaction
+
+_MESSAGE = """
+    SELECT m.id, m.session_id AS sessionId, m.role, m.content, m.created_at AS createdAt,
+           m.status, m.reasoning, u.prompt_tokens, u.completion_tokens, u.total_tokens
+    FROM messages m LEFT JOIN usage_metrics u ON u.message_id = m.id
+"""
+_OLDEST = "ORDER BY m.created_at, m.id"
+
+
+def shape(row: dict[str, Any]) -> dict[str, Any]:
+    prompt, completion, total = (row.pop("prompt_tokens"), row.pop("completion_tokens"),
+                                 row.pop("total_tokens"))
+    row["usage"] = None if prompt is None else {
+        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    return row
+
+
+async def list_all(db: Reader, session_id: int) -> list[dict[str, Any]]:
+    rows = await db.all(f"{_MESSAGE} WHERE m.session_id = ? {_OLDEST}", (session_id,))
+    return [shape(r) for r in rows]
+
+
+async def list_page(db: Reader, session_id: int, page: int,
+                    limit: int) -> tuple[list[dict[str, Any]], int]:
+    total = await db.value("SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,))
+    rows = await db.all(f"{_MESSAGE} WHERE m.session_id = ? {_OLDEST} LIMIT ? OFFSET ?",
+                        (session_id, limit, (page - 1) * limit))
+    return [shape(r) for r in rows], total
+
+
+async def get(db: Reader, message_id: int) -> dict[str, Any] | None:
+    row = await db.one(f"{_MESSAGE} WHERE m.id = ?", (message_id,))
+    return shape(row) if row else None
+
+
+async def insert(tx: Transaction, session_id: int, role: str, content: str, *,
+                 status: str = "complete", reasoning: str | None = None,
+                 tokens: tuple[int, str] | None = None) -> int:
+    """`tokens` = (count, tokenizer mode) of `content`, kept so contexts need no re-encoding."""
+    count, mode = tokens if tokens else (None, None)
+    return await tx.insert(
+        "INSERT INTO messages (session_id, role, content, status, reasoning, token_count,"
+        " token_mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (session_id, role, content, status, reasoning, count, mode))
+
+
+async def history(db: Reader, session_id: int, before_id: int | None,
+                  limit: int) -> list[dict[str, Any]]:
+    """The newest non-empty messages (before `before_id` if given), newest first."""
+    where = " AND id < ?" if before_id is not None else ""
+    params = (session_id, before_id, limit) if before_id is not None else (session_id, limit)
+    return await db.all(
+        "SELECT id, role, content, token_count, token_mode FROM messages"
+        f" WHERE session_id = ? AND content != ''{where}"
+        " ORDER BY created_at DESC, id DESC LIMIT ?", params)
+
+
+async def last_user(db: Reader, session_id: int) -> dict[str, Any] | None:
+    return await db.one(
+        "SELECT id, content, token_count, token_mode FROM messages"
+        " WHERE session_id = ? AND role = 'user' ORDER BY created_at DESC, id DESC LIMIT 1",
+        (session_id,))
+
+
+async def replace_replies_after(tx: Transaction, session_id: int, user_message_id: int) -> None:
+    """Drop the assistant replies that follow a user message (regenerate replaces them)."""
+    await tx.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
+                     (session_id, user_message_id))
+
+
+async def delete_for_session(tx: Transaction, session_id: int) -> None:
+    """Usage rows stay, their message link set to NULL by the foreign key."""
+    await tx.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))

@@ -1,0 +1,120 @@
+"""model_configs: personal (user_id set) and system (user_id NULL) provider configurations.
+
+The API key column holds only ciphertext bound to the row id; it never leaves this module
+except decrypted, for the upstream call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..security.crypto import KeyCipher, model_aad
+from .db import Reader, Transaction
+
+_COLUMNS = ("id, user_id AS userId, name, api_url AS apiUrl, '' AS apiKey,"
+            " supports_images AS supportsImages, created_at AS createdAt")
+_NEWEST = "ORDER BY created_at DESC, id DESC"
+
+
+def _shape(row: dict[str, Any]) -> dict[str, Any]:
+    row["supportsImages"] = bool(row["supportsImages"])
+    return row
+
+
+async def list_visible(db: Reader, user_id: int) -> dict[str, list[dict[str, Any]]]:
+    rows = await db.all(
+        f"SELECT {_COLUMNS} FROM model_configs WHERE user_id = ? OR user_id IS NULL {_NEWEST}",
+        (user_id,))
+    personal = [_shape(r) for r in rows if r["userId"] is not None]
+    system = [_shape(r) for r in rows if r["userId"] is None]
+    return {"personal": personal, "system": system}
+
+
+async def list_system_with_counts(db: Reader) -> list[dict[str, Any]]:
+    rows = await db.all(
+        f"SELECT {_COLUMNS}, (SELECT COUNT(*) FROM chat_sessions s"
+        f" WHERE s.model_config_id = model_configs.id) AS chatSessions"
+        f" FROM model_configs WHERE user_id IS NULL {_NEWEST}")
+    for row in rows:
+        row["_count"] = {"chatSessions": row.pop("chatSessions")}
+    return [_shape(r) for r in rows]
+
+
+async def get_visible(db: Reader, model_id: int, user_id: int) -> dict[str, Any] | None:
+    """A model the user may read and chat with: their own or a system one."""
+    row = await db.one(f"SELECT {_COLUMNS} FROM model_configs"
+                       f" WHERE id = ? AND (user_id = ? OR user_id IS NULL)", (model_id, user_id))
+    return _shape(row) if row else None
+
+
+async def get_owned(db: Reader, model_id: int, owner_id: int | None) -> dict[str, Any] | None:
+    """A model the caller may change: personal ones by `owner_id`, system ones with None."""
+    row = await db.one(f"SELECT {_COLUMNS} FROM model_configs WHERE id = ? AND user_id IS ?",
+                       (model_id, owner_id))
+    return _shape(row) if row else None
+
+
+async def name_taken(db: Reader, owner_id: int | None, name: str,
+                     except_id: int | None = None) -> bool:
+    row = await db.one(
+        "SELECT 1 FROM model_configs WHERE user_id IS ? AND name = ? AND id IS NOT ?",
+        (owner_id, name, except_id))
+    return row is not None
+
+
+async def create(tx: Transaction, cipher: KeyCipher, owner_id: int | None, name: str,
+                 api_url: str, api_key: str, supports_images: bool) -> dict[str, Any]:
+    # The ciphertext is bound to the row id, which exists only after the insert.
+    model_id = await tx.insert(
+        "INSERT INTO model_configs (user_id, name, api_url, api_key, supports_images)"
+        " VALUES (?, ?, ?, '', ?)", (owner_id, name, api_url, int(supports_images)))
+    await tx.execute("UPDATE model_configs SET api_key = ? WHERE id = ?",
+                     (cipher.encrypt(api_key, model_aad(model_id)), model_id))
+    return await get_owned(tx, model_id, owner_id)
+
+
+async def update(tx: Transaction, cipher: KeyCipher, model_id: int,
+                 changes: dict[str, Any]) -> None:
+    columns = {"name": "name", "apiUrl": "api_url", "supportsImages": "supports_images"}
+    sets, params = [], []
+    for field, column in columns.items():
+        if field in changes:
+            sets.append(f"{column} = ?")
+            params.append(int(changes[field]) if field == "supportsImages" else changes[field])
+    if "apiKey" in changes:
+        sets.append("api_key = ?")
+        params.append(cipher.encrypt(changes["apiKey"], model_aad(model_id)))
+    if sets:
+        await tx.execute(f"UPDATE model_configs SET {', '.join(sets)} WHERE id = ?",
+                         (*params, model_id))
+
+
+async def sessions_using(db: Reader, model_id: int) -> int:
+    return await db.value("SELECT COUNT(*) FROM chat_sessions WHERE model_config_id = ?",
+                          (model_id,))
+
+
+async def delete(tx: Transaction, model_id: int) -> None:
+    await tx.execute("DELETE FROM model_configs WHERE id = ?", (model_id,))
+
+
+async def for_round(db: Reader, model_id: int) -> dict[str, Any] | None:
+    """What a round needs to call the provider; `api_key` still encrypted."""
+    row = await db.one("SELECT id, name, api_url, api_key, supports_images FROM model_configs"
+                       " WHERE id = ?", (model_id,))
+    if row is not None:
+        row["supports_images"] = bool(row["supports_images"])
+    return row
+
+
+def decrypt_key(cipher: KeyCipher, row: dict[str, Any]) -> str:
+    """The row's API key in clear (raises DecryptError)."""
+    return cipher.decrypt(row["api_key"], model_aad(row["id"]))
+
+
+async def upstream(db: Reader, cipher: KeyCipher, model_id: int) -> dict[str, Any] | None:
+    """`for_round` with the key decrypted (raises DecryptError)."""
+    row = await for_round(db, model_id)
+    if row is not None:
+        row["api_key"] = decrypt_key(cipher, row)
+    return row
