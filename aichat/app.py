@@ -11,14 +11,15 @@ from aiohttp import web
 from . import settings
 from .accounts import valid_password, valid_username
 from .chat.rounds import Registry
+from .chat.tokens import Tokenizer
 from .config import Config, ConfigError
 from .cors import setup_cors
 from .errors import ApiError
 from .handlers import auth as auth_handlers
-from .handlers import meta, models, sessions, users
+from .handlers import chat, meta, models, sessions, usage, users
 from .handlers import settings as settings_handlers
 from .keys import (cipher_key, config_key, db_key, hasher_key, http_key, registry_key,
-                   tokens_key)
+                   tokenizer_key, tokens_key)
 from .middlewares import auth_middleware, error_middleware
 from .security import secrets_file
 from .security.crypto import KeyCipher
@@ -39,9 +40,10 @@ def create_app(config: Config) -> web.Application:
     app[config_key] = config
     app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
     app[registry_key] = Registry()
+    app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx])
     app.on_shutdown.append(stop_rounds)
-    for module in (auth_handlers, users, models, sessions, settings_handlers, meta):
+    for module in (auth_handlers, users, models, sessions, chat, usage, settings_handlers, meta):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
     return app

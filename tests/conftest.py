@@ -49,3 +49,39 @@ async def api(start) -> Api:
 @pytest.fixture
 def replace_config() -> Callable[..., Config]:
     return dataclasses.replace
+
+
+# --- chat: a fake upstream and a user with a model and a session pointing at it ---
+
+@pytest.fixture
+async def upstream(aiohttp_server):
+    from .fake_upstream import API_PATH, FakeUpstream
+
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url(API_PATH))
+    fake.server = server
+    return fake
+
+
+@pytest.fixture
+def chat_factory(start, upstream):
+    """Start an app (config overrides) with user `alice`, her model and a session."""
+    from .helpers import Chat
+
+    async def _make(**overrides: Any) -> Chat:
+        api = await start(app_mode="multi", **overrides)
+        await api.register("admin", "adminpass1")
+        alice = await api.register("alice")
+        model = await api.ok("POST", "/api/models", alice, json={
+            "name": "fake-model", "apiUrl": upstream.url, "apiKey": "sk-alice-SECRET-0001",
+            "supportsImages": True})
+        session = await api.ok("POST", "/api/sessions", alice,
+                               json={"modelConfigId": model["id"], "title": "Test"})
+        return Chat(api, upstream, alice, model, session["id"])
+    return _make
+
+
+@pytest.fixture
+async def chat(chat_factory):
+    return await chat_factory()

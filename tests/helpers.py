@@ -81,3 +81,92 @@ class Api:
         user = User(data["user"]["id"], username, password, data["token"], data["user"]["role"])
         self.users[username] = user
         return user
+
+
+class SSEStream:
+    """Reads one SSE response event by event, with a timeout on each read."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.events: list[dict] = []
+        self.pings = 0
+        self.raw: list[bytes] = []
+
+    async def next(self, timeout: float = 5.0) -> dict | None:
+        """The next data event (pings are counted and skipped); None at the end of the body."""
+        import asyncio
+        import json as jsonlib
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    block = await self.response.content.readuntil(b"\n\n")
+                except asyncio.IncompleteReadError as e:
+                    assert e.partial == b"", f"body ended inside an event: {e.partial!r}"
+                    return None
+                if not block:
+                    return None
+                self.raw.append(block)
+                if block == b": ping\n\n":
+                    self.pings += 1
+                    continue
+                assert block.startswith(b"data: ") and block.count(b"\n") == 2, block
+                event = jsonlib.loads(block[6:])
+                self.events.append(event)
+                return event
+
+    async def until(self, kind: str, timeout: float = 5.0) -> dict:
+        while True:
+            event = await self.next(timeout)
+            assert event is not None, f"stream ended before a {kind!r} event: {self.events}"
+            if event["type"] == kind:
+                return event
+
+    async def rest(self, timeout: float = 10.0) -> list[dict]:
+        while await self.next(timeout) is not None:
+            pass
+        return self.events
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def text(self) -> str:
+        return "".join(e["content"] for e in self.events if e["type"] == "content")
+
+
+@dataclass
+class Chat:
+    """A running app with user alice, her model on the fake upstream and one session."""
+
+    api: Api
+    upstream: Any
+    user: User
+    model: dict
+    session_id: int
+
+    def open(self, content: str = "Hi there", *, path: str = "/api/chat/stream",
+             session_id: int | None = None, images: list | None = None,
+             body: dict | None = None, user: User | None = None):
+        """The raw request context manager (for reading incrementally or aborting)."""
+        payload = body if body is not None else {
+            "sessionId": session_id or self.session_id, "content": content,
+            **({"images": images} if images is not None else {})}
+        return self.api.client.post(path, json=payload, headers=(user or self.user).headers)
+
+    async def stream(self, content: str = "Hi there", **kwargs: Any) -> SSEStream:
+        """Send a message and read the whole SSE response."""
+        async with self.open(content, **kwargs) as response:
+            assert response.status == 200, await response.text()
+            assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+            reader = SSEStream(response)
+            await reader.rest()
+            return reader
+
+    async def messages(self) -> list[dict]:
+        data = await self.api.ok("GET", f"/api/chat/sessions/{self.session_id}/messages",
+                                 self.user)
+        return data["messages"]
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        import sqlite3
+        with sqlite3.connect(self.api.config.database_path) as conn:
+            return conn.execute(sql, params).fetchall()

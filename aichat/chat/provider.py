@@ -1,0 +1,231 @@
+"""The upstream client: one OpenAI-compatible chat-completions call, streamed or not.
+
+Parsing is deliberately forgiving (events split across reads, CRLF, `data:` with or without a
+space, comments, junk lines), and every failure becomes a `ProviderError` whose `kind` tells
+the round whether a retry or the non-streaming fallback may follow.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+CONTENT, REASONING, FINISH, USAGE = "content", "reasoning", "finish", "usage"
+_ERROR_TEXT_CHARS = 200
+_MAX_ERROR_BODY = 8192
+_MAX_JSON_BODY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str
+    api_key: str
+    model: str
+
+    @property
+    def host(self) -> str | None:
+        try:
+            return URL(self.url).host
+        except ValueError:
+            return None
+
+
+class ProviderError(Exception):
+    """An upstream failure. `kind`: status, network, idle, drop, garbage, empty."""
+
+    def __init__(self, message: str, kind: str, *, status: int | None = None,
+                 retry_after: float | None = None, before_headers: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.before_headers = before_headers
+
+    @property
+    def retryable(self) -> bool:
+        """429, 5xx, a connection error, or silence before the response headers."""
+        if self.kind == "status":
+            return self.status == 429 or (self.status or 0) >= 500
+        return self.kind == "network" or (self.kind == "idle" and self.before_headers)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def redact(text: str, secret: str) -> str:
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def _error_text(raw: bytes, secret: str) -> str:
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    # Redact before trimming, so a key cut in half by the trim cannot slip through.
+    return redact(text, secret)[:_ERROR_TEXT_CHARS]
+
+
+def _timeout(idle_s: float | None) -> aiohttp.ClientTimeout:
+    # sock_read restarts on every read: it bounds the wait for headers and each gap after.
+    return aiohttp.ClientTimeout(total=None, sock_connect=idle_s, sock_read=idle_s)
+
+
+async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
+                idle_s: float | None, accept: str) -> aiohttp.ClientResponse:
+    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json",
+               "Accept": accept}
+    try:
+        response = await http.post(target.url, data=body, headers=headers,
+                                   timeout=_timeout(idle_s), allow_redirects=False)
+    except TimeoutError:
+        raise ProviderError(f"AI API did not respond within {idle_s:g}s", "idle",
+                            before_headers=True) from None
+    except aiohttp.InvalidURL:
+        raise ProviderError("AI API URL is not valid", "network") from None
+    except aiohttp.ClientError as e:
+        raise ProviderError(f"Could not reach the AI API ({type(e).__name__})",
+                            "network") from None
+    if not 200 <= response.status < 300:
+        try:
+            raw = await response.content.read(_MAX_ERROR_BODY)
+        except (TimeoutError, aiohttp.ClientError):
+            raw = b""
+        finally:
+            response.close()
+        text = _error_text(raw, target.api_key)
+        raise ProviderError(f"AI API request failed: {response.status} {text}".rstrip(),
+                            "status", status=response.status,
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    return response
+
+
+def _events(chunk: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The deltas of one streamed chunk, reasoning before content."""
+    out: list[tuple[str, Any]] = []
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append((REASONING, reasoning))
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                out.append((CONTENT, content))
+        finish = choice.get("finish_reason")
+        if finish is not None:
+            out.append((FINISH, str(finish)))
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        out.append((USAGE, usage))
+    return out
+
+
+class StreamResult:
+    """Set while streaming: how the body ended."""
+
+    done_marker = False  # saw data: [DONE]
+    junk_lines = 0
+
+
+async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
+                 idle_s: float | None, result: StreamResult) -> AsyncIterator[tuple[str, Any]]:
+    """Yield (kind, value) events of a streamed completion until [DONE] or EOF."""
+    response = await _post(http, target, body, idle_s, "text/event-stream")
+    clean = False
+    try:
+        buffer = b""
+        async for piece in response.content.iter_any():
+            buffer += piece
+            if b"\n" not in piece:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments, event:/id:/retry: fields
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    result.done_marker = True
+                    clean = True
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    chunk = None
+                if not isinstance(chunk, dict):
+                    result.junk_lines += 1
+                    if result.junk_lines <= 3:
+                        log.warning("skipped a malformed upstream line from %s", target.host)
+                    continue
+                if "error" in chunk and not chunk.get("choices"):
+                    raise ProviderError(_stream_error(chunk, target.api_key), "status")
+                for event in _events(chunk):
+                    yield event
+        clean = True
+    except TimeoutError:
+        raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
+    except aiohttp.ClientError:
+        raise ProviderError("AI API connection closed unexpectedly", "drop") from None
+    finally:
+        # A body we did not read to the end: close the connection so the provider stops now.
+        if clean:
+            response.release()
+        else:
+            response.close()
+
+
+def _stream_error(chunk: dict[str, Any], secret: str) -> str:
+    error = chunk.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    text = redact(" ".join(str(message).split()), secret)[:_ERROR_TEXT_CHARS]
+    return f"AI API reported an error: {text}"
+
+
+@dataclass(slots=True)
+class Completion:
+    content: str
+    reasoning: str
+    usage: dict[str, Any] | None
+
+
+async def complete(http: aiohttp.ClientSession, target: Target, body: bytes,
+                   idle_s: float | None) -> Completion:
+    """One non-streamed completion."""
+    response = await _post(http, target, body, idle_s, "application/json")
+    try:
+        raw = await response.content.read(_MAX_JSON_BODY)
+    except TimeoutError:
+        raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
+    except aiohttp.ClientError:
+        raise ProviderError("AI API connection closed unexpectedly", "drop") from None
+    finally:
+        response.close()
+    try:
+        data = json.loads(raw)
+        message = data["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ProviderError("AI API returned an unreadable response", "garbage") from None
+    content = message.get("content") if isinstance(message, dict) else None
+    reasoning = (message.get("reasoning_content") or message.get("reasoning")
+                 if isinstance(message, dict) else None)
+    usage = data.get("usage")
+    return Completion(content if isinstance(content, str) else "",
+                      reasoning if isinstance(reasoning, str) else "",
+                      usage if isinstance(usage, dict) else None)

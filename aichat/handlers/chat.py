@@ -1,0 +1,121 @@
+"""/api/chat: stream, completion, stop and regenerate (api.md §5, §6.1-6.3)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from ..chat import service
+from ..chat.request import parse_chat, parse_regenerate
+from ..chat.round import Round
+from ..chat.rounds import PERSIST_WAIT_S
+from ..errors import ApiError, not_found, ok
+from ..keys import config_key, db_key, registry_key, user_key
+from ..sse import SSEWriter
+from ..store import messages, sessions
+from ..validate import body_id, read_json
+
+routes = web.RouteTableDef()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    return await read_json(request, request.app[config_key].max_chat_body)
+
+
+async def _await_round(round_: Round) -> None:
+    """Wait for the round; if our client leaves meanwhile, stop it and let it finish first.
+
+    A streamed round keeps its partial reply; a non-streamed one has no partial to keep, so
+    a client that gave up on it leaves nothing more stored (api.md §6.1).
+    """
+    try:
+        await asyncio.shield(round_.task)
+    except asyncio.CancelledError:
+        round_.cancel("disconnect", discard=not round_.streamed)
+        await round_.wait_done(PERSIST_WAIT_S)
+        raise
+
+
+async def _stream(request: web.Request, prepared: service.Prepared) -> web.StreamResponse:
+    app = request.app
+    async with app[registry_key].reserve(prepared.session_id):
+        round_ = await service.open_round(app, prepared, streamed=True)
+        writer = SSEWriter(request, round_.settings.heartbeat_s,
+                           on_gone=lambda: round_.cancel("disconnect"))
+        try:
+            await writer.start()
+        except (ConnectionError, RuntimeError):
+            return writer.response  # the client left before the headers went out
+        round_.sink = writer
+        round_.start()
+    try:
+        await _await_round(round_)
+    finally:
+        await writer.close()
+    return writer.response
+
+
+@routes.post("/api/chat/stream")
+async def stream_chat(request: web.Request) -> web.StreamResponse:
+    chat = await parse_chat(await _body(request))
+    prepared = await service.check_chat(request.app, request[user_key], chat)
+    return await _stream(request, prepared)
+
+
+@routes.post("/api/chat/regenerate")
+async def regenerate(request: web.Request) -> web.StreamResponse:
+    regen = parse_regenerate(await _body(request))
+    prepared = await service.check_regenerate(request.app, request[user_key], regen)
+    return await _stream(request, prepared)
+
+
+async def _reply(request: web.Request, round_: Round) -> dict[str, Any]:
+    message = (await messages.get(request.app[db_key], round_.assistant_message_id)
+               if round_.assistant_message_id is not None else None)
+    return {"content": round_.saved_text, "usage": round_.final_usage,
+            "userMessageId": round_.user_message_id, "assistantMessage": message}
+
+
+@routes.post("/api/chat/completion")
+async def complete_chat(request: web.Request) -> web.Response:
+    app = request.app
+    chat = await parse_chat(await _body(request))
+    prepared = await service.check_chat(app, request[user_key], chat)
+    aborted = app[registry_key].guard_candidate(chat.session_id, chat.content)
+    if aborted is not None:
+        # The front end's stop button: it aborted the stream and re-sent the same message.
+        aborted.guard_used = True
+        aborted.cancel("stop")
+        await aborted.wait_done(PERSIST_WAIT_S)
+        return ok(await _reply(request, aborted))
+    async with app[registry_key].reserve(prepared.session_id):
+        round_ = await service.open_round(app, prepared, streamed=False)
+        round_.start()
+    await _await_round(round_)
+    outcome = round_.outcome
+    if outcome is not None and outcome.status == "error":
+        if outcome.kind == "timeout":
+            raise ApiError(504, outcome.error or "AI API request timed out")
+        if outcome.kind in ("internal", "storage"):
+            raise ApiError(500, outcome.error or "Internal server error")
+        if outcome.kind == "status" and outcome.upstream_status:
+            raise ApiError(502, f"AI API request failed: {outcome.upstream_status}")
+        raise ApiError(502, outcome.error or "AI API request failed")
+    return ok(await _reply(request, round_))
+
+
+@routes.post("/api/chat/stop")
+async def stop_chat(request: web.Request) -> web.Response:
+    db, user, registry = request.app[db_key], request[user_key], request.app[registry_key]
+    session_id = body_id(await read_json(request, request.app[config_key].max_json_body),
+                         "sessionId")
+    if await sessions.owned(db, session_id, user.id) is None:
+        raise not_found("Chat session")
+    round_ = registry.running(session_id)
+    if round_ is None:
+        return ok({"stopped": False})
+    round_.cancel("stop")
+    await round_.wait_done(PERSIST_WAIT_S)
+    return ok({"stopped": True, "assistantMessageId": round_.assistant_message_id})

@@ -1,0 +1,68 @@
+"""/api/chat usage: per session, per session list, per UTC day (api.md §6.4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from aiohttp import web
+
+from ..chat.context import HISTORY_MESSAGES, fit
+from ..chat.service import context_limit
+from ..errors import ApiError, not_found, ok
+from ..keys import db_key, tokenizer_key, user_key
+from ..store import messages, sessions, usage
+from ..timeutil import iso
+from ..validate import query_id
+
+routes = web.RouteTableDef()
+
+RANGE_ERROR = "Invalid date range"
+
+
+@routes.get("/api/chat/usage")
+async def session_usage(request: web.Request) -> web.Response:
+    db, user = request.app[db_key], request[user_key]
+    session_id = query_id(request, "sessionId", required=True)
+    if await sessions.owned(db, session_id, user.id) is None:
+        raise not_found("Chat session")
+    history = await messages.history(db, session_id, None, HISTORY_MESSAGES)
+    context = await fit(request.app[tokenizer_key], history,
+                        await context_limit(request.app, user.id), None)
+    return ok({"totals": await usage.session_totals(db, session_id),
+               "last_round": await usage.last_round(db, session_id),
+               "current": context.usage()})
+
+
+@routes.get("/api/chat/sessions/usage")
+async def sessions_usage(request: web.Request) -> web.Response:
+    return ok(await usage.per_session(request.app[db_key], request[user_key].id))
+
+
+def _moment(raw: str, end_of_day: bool) -> datetime:
+    """A date (whole day) or an ISO date-time; naive values are UTC."""
+    try:
+        if len(raw) == 10:
+            day = datetime.strptime(raw, "%Y-%m-%d").date()
+            clock = time(23, 59, 59, 999000) if end_of_day else time(0)
+            return datetime.combine(day, clock, tzinfo=UTC)
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, RANGE_ERROR) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@routes.get("/api/chat/usage/daily")
+async def daily_usage(request: web.Request) -> web.Response:
+    db, user = request.app[db_key], request[user_key]
+    now = datetime.now(UTC)
+    raw_from, raw_to = request.query.get("from"), request.query.get("to")
+    start = _moment(raw_from, False) if raw_from else now - timedelta(days=30)
+    end = _moment(raw_to, True) if raw_to else now
+    if start > end:
+        raise ApiError(400, RANGE_ERROR)
+    session_id = query_id(request, "sessionId", required=False)
+    if session_id is not None and await sessions.owned(db, session_id, user.id) is None:
+        raise not_found("Chat session")
+    start_iso, end_iso = iso(start), iso(end)
+    rows = await usage.daily(db, user.id, start_iso, end_iso, session_id)
+    return ok({"from": start_iso, "to": end_iso, "rows": rows})
