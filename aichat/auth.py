@@ -42,7 +42,7 @@ async def authenticate(app: web.Application, header: str | None) -> User:
     claims = app[tokens_key].verify(bearer(header))
     if claims is None:
         raise ApiError(401, INVALID)
-    user = await users.get(app[db_key], claims.user_id)
+    user = await users.get(app[db_key].quick, claims.user_id)
     if user is None:
         raise ApiError(401, "User not found")
     if user.token_version != claims.token_version:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from aiohttp import web
+
+from . import jsonfast
 
 
 class ApiError(Exception):
@@ -18,20 +19,21 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def json_response(body: Any, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, headers=headers, body=jsonfast.dumps(body),
+                        content_type="application/json", charset="utf-8")
 
 
 def ok(data: Any = None, message: str | None = None) -> web.Response:
     body: dict[str, Any] = {"success": True, "data": data}
     if message:
         body["message"] = message
-    return web.Response(text=dumps(body), content_type="application/json")
+    return json_response(body)
 
 
 def fail(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, headers=headers, content_type="application/json",
-                        text=dumps({"success": False, "error": message, "data": None}))
+    return json_response({"success": False, "error": message, "data": None}, status, headers)
 
 
 def not_found(what: str) -> ApiError:

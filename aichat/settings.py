@@ -8,7 +8,7 @@ from typing import Any, Callable
 from .config import Config
 from .errors import ApiError
 from .store import settings as store
-from .store.db import Database
+from .store.db import Database, Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def resolve(config: Config, stored: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-async def load(db: Database, config: Config) -> dict[str, Any]:
+async def load(db: Reader, config: Config) -> dict[str, Any]:
     return resolve(config, await store.system_values(db))
 
 

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any
 
 from aiohttp import web
 
+from . import jsonfast
 from .errors import ApiError
 
 MAX_SQL_INT = 2**63 - 1
 _THREAD_PARSE_BYTES = 256 * 1024  # parsing a multi-MB image body would stall the loop
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse(raw: bytes) -> Any:
-    return json.loads(raw, parse_constant=_reject_constant)
 
 
 async def read_json(request: web.Request, max_size: int) -> dict[str, Any]:
@@ -32,9 +26,9 @@ async def read_json(request: web.Request, max_size: int) -> dict[str, Any]:
         raise ApiError(413, "Request body too large")
     try:
         if len(raw) > _THREAD_PARSE_BYTES:
-            body = await asyncio.to_thread(_parse, raw)
+            body = await asyncio.to_thread(jsonfast.loads, raw)
         else:
-            body = _parse(raw)
+            body = jsonfast.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "Invalid JSON body") from None
     if not isinstance(body, dict):
@@ -138,6 +132,8 @@ def body_id(body: dict, name: str) -> int:
     value = body.get(name)
     if value is None:
         raise ApiError(400, f"{name} is required")
+    if type(value) is float and value.is_integer() and value > MAX_SQL_INT:
+        return 0  # orjson reads integers past 64 bits as floats: too large to exist anyway
     if type(value) is not int or value < 1:
         raise ApiError(400, f"{name} must be a positive integer")
     return value if value <= MAX_SQL_INT else 0

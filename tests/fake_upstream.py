@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 API_PATH = "/v1/chat/completions"
+_BENCH_MODEL = re.compile(r"bench-(\d{1,5})x(\d{1,5})")
 
 
 @dataclass
@@ -65,6 +67,7 @@ class FakeUpstream:
         self.default = Reply()
         self.requests: list[Seen] = []
         self._arrived = asyncio.Condition()
+        self._bench_replies: dict[tuple[int, int], Reply] = {}
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -73,6 +76,7 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(API_PATH, self._handle)
         app.router.add_post("/v1/redirect", self._redirect)
+        app.router.add_get("/health", self._health)
         return app
 
     async def wait_requests(self, count: int, timeout: float = 5.0) -> list[Seen]:
@@ -81,6 +85,22 @@ class FakeUpstream:
             async with self._arrived:
                 await self._arrived.wait_for(lambda: len(self.requests) >= count)
         return self.requests
+
+    def _default_for(self, body: dict[str, Any]) -> Reply:
+        """`model: "bench-<tokens>x<gap ms>"` picks the stream shape (one process, many loads)."""
+        match = _BENCH_MODEL.fullmatch(str(body.get("model", "")))
+        if not match:
+            return self.default
+        tokens, gap_ms = int(match.group(1)), int(match.group(2))
+        key = (tokens, gap_ms)
+        if key not in self._bench_replies:
+            self._bench_replies[key] = Reply(tokens=[f"tok{i} " for i in range(tokens)],
+                                             delay=gap_ms / 1000)
+        return self._bench_replies[key]
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """A trivial JSON answer: the benchmark's floor for a plain request."""
+        return web.json_response({"success": True, "data": {"status": "healthy"}})
 
     async def _redirect(self, request: web.Request) -> web.Response:
         raise web.HTTPFound("http://127.0.0.1:1/elsewhere")
@@ -91,7 +111,7 @@ class FakeUpstream:
         async with self._arrived:
             self.requests.append(seen)
             self._arrived.notify_all()
-        reply = self.replies.popleft() if self.replies else self.default
+        reply = self.replies.popleft() if self.replies else self._default_for(body)
         try:
             return await self._play(request, reply, seen)
         except asyncio.CancelledError:
@@ -184,26 +204,41 @@ class FakeUpstream:
         return web.json_response(payload)
 
 
+class _Forgetful(list):
+    """A request log for long benchmark runs: counts, keeps nothing."""
+
+    seen = 0
+
+    def append(self, item: Any) -> None:
+        self.seen += 1
+
+    def __len__(self) -> int:
+        return self.seen
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Scripted fake OpenAI-compatible upstream")
+    parser = argparse.ArgumentParser(
+        description="Scripted fake OpenAI-compatible upstream. The model name "
+                    "bench-<tokens>x<gap ms> picks the stream; other names get --tokens/--gap-ms.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--tokens", type=int, default=200, help="tokens per streamed reply")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="gap between tokens")
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="gap between tokens")
     args = parser.parse_args()
     fake = FakeUpstream()
     fake.default = Reply(tokens=[f"tok{i} " for i in range(args.tokens)],
-                         delay=args.delay_ms / 1000)
-    fake.requests = _Forgetful()  # a long benchmark must not keep every request
-    web.run_app(fake.app(), host=args.host, port=args.port, print=None,
-                handler_cancellation=True, access_log=None)
+                         delay=args.gap_ms / 1000)
+    fake.requests = _Forgetful()
+    web.run_app(fake.app(), host=args.host, port=args.port, print=None, backlog=2048,
+                handler_cancellation=True, access_log=None, loop=_loop())
 
 
-class _Forgetful(list):
-    """Counts requests without keeping them."""
-
-    def append(self, item: Any) -> None:  # noqa: D102
-        self.count = getattr(self, "count", 0) + 1
+def _loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

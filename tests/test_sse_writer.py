@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from aichat.sse import SSEWriter, encode_event
+from aichat.sse import SSEWriter, encode_event, encode_text
 
 from .helpers import SSEStream
 
@@ -17,6 +17,12 @@ def test_encode_event_is_one_compact_line():
     assert data.startswith(b"data: {") and data.endswith(b"}\n\n")
     assert data.count(b"\n") == 2 and b"\r" not in data
     assert b'"type":"content"' in data and "é".encode() in data
+
+
+def test_encode_text_is_the_same_event_built_faster():
+    for kind in ("content", "reasoning"):
+        for text in ("a", "line\nbreak", '"quoted"', "é\x1b😀"):
+            assert encode_text(kind, text) == encode_event({"type": kind, "content": text})
 
 
 async def test_headers_heartbeats_and_close(aiohttp_client):

@@ -7,8 +7,8 @@ the round whether a retry or the non-streaming fallback may follow.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +16,8 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 from yarl import URL
+
+from .. import jsonfast
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,37 @@ def _error_text(raw: bytes, secret: str) -> str:
     return redact(text, secret)[:_ERROR_TEXT_CHARS]
 
 
-def _timeout(idle_s: float | None) -> aiohttp.ClientTimeout:
-    # sock_read restarts on every read: it bounds the wait for headers and each gap after.
-    return aiohttp.ClientTimeout(total=None, sock_connect=idle_s, sock_read=idle_s)
+# Deadlines are ours: the round's budget, the idle limit before the headers (one timer per
+# attempt) and `_IdleWatch` after them. aiohttp's sock_read would re-arm a timer per chunk.
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
+
+
+class _IdleWatch:
+    """Closes the response after `idle_s` without a chunk: one timer per idle period."""
+
+    def __init__(self, idle_s: float | None, response: aiohttp.ClientResponse) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle_s = idle_s
+        self._response = response
+        self.last = self._loop.time()
+        self.fired = False
+        self._handle = (self._loop.call_at(self.last + idle_s, self._check)
+                        if idle_s else None)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        due = self.last + self._idle_s
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self._response.close()  # wakes the pending read
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
@@ -91,8 +121,9 @@ async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
     headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json",
                "Accept": accept}
     try:
-        response = await http.post(target.url, data=body, headers=headers,
-                                   timeout=_timeout(idle_s), allow_redirects=False)
+        async with asyncio.timeout(idle_s):
+            response = await http.post(target.url, data=body, headers=headers,
+                                       timeout=_NO_TIMEOUT, allow_redirects=False)
     except TimeoutError:
         raise ProviderError(f"AI API did not respond within {idle_s:g}s", "idle",
                             before_headers=True) from None
@@ -103,7 +134,8 @@ async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
                             "network") from None
     if not 200 <= response.status < 300:
         try:
-            raw = await response.content.read(_MAX_ERROR_BODY)
+            async with asyncio.timeout(idle_s):
+                raw = await response.content.read(_MAX_ERROR_BODY)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         finally:
@@ -149,10 +181,12 @@ async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
                  idle_s: float | None, result: StreamResult) -> AsyncIterator[tuple[str, Any]]:
     """Yield (kind, value) events of a streamed completion until [DONE] or EOF."""
     response = await _post(http, target, body, idle_s, "text/event-stream")
+    watch = _IdleWatch(idle_s, response)
     clean = False
     try:
         buffer = b""
         async for piece in response.content.iter_any():
+            watch.touch()
             buffer += piece
             if b"\n" not in piece:
                 continue
@@ -166,7 +200,7 @@ async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
                     clean = True
                     return
                 try:
-                    chunk = json.loads(data)
+                    chunk = jsonfast.loads(data)
                 except ValueError:
                     chunk = None
                 if not isinstance(chunk, dict):
@@ -178,12 +212,15 @@ async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
                     raise ProviderError(_stream_error(chunk, target.api_key), "status")
                 for event in _events(chunk):
                     yield event
+        if watch.fired:
+            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle")
         clean = True
-    except TimeoutError:
-        raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
     except aiohttp.ClientError:
+        if watch.fired:
+            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
         raise ProviderError("AI API connection closed unexpectedly", "drop") from None
     finally:
+        watch.cancel()
         # A body we did not read to the end: close the connection so the provider stops now.
         if clean:
             response.release()
@@ -209,16 +246,27 @@ async def complete(http: aiohttp.ClientSession, target: Target, body: bytes,
                    idle_s: float | None) -> Completion:
     """One non-streamed completion."""
     response = await _post(http, target, body, idle_s, "application/json")
+    watch = _IdleWatch(idle_s, response)
+    parts, size = [], 0
     try:
-        raw = await response.content.read(_MAX_JSON_BODY)
-    except TimeoutError:
-        raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
+        async for piece in response.content.iter_any():
+            watch.touch()
+            parts.append(piece)
+            size += len(piece)
+            if size > _MAX_JSON_BODY:
+                raise ProviderError("AI API response is too large", "garbage")
+        if watch.fired:
+            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle")
     except aiohttp.ClientError:
+        if watch.fired:
+            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
         raise ProviderError("AI API connection closed unexpectedly", "drop") from None
     finally:
+        watch.cancel()
         response.close()
+    raw = b"".join(parts)
     try:
-        data = json.loads(raw)
+        data = jsonfast.loads(raw)
         message = data["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise ProviderError("AI API returned an unreadable response", "garbage") from None

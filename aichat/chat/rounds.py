@@ -42,6 +42,7 @@ class Registry:
         self._running: dict[int, RoundLike] = {}
         self._last_streamed: dict[int, RoundLike] = {}
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self._pruned_at = 0.0
 
     def running(self, session_id: int) -> RoundLike | None:
         return self._running.get(session_id)
@@ -50,7 +51,10 @@ class Registry:
         self._running[round_.session_id] = round_
         if round_.streamed:
             self._last_streamed[round_.session_id] = round_
-            if len(self._last_streamed) > 256:
+            # A sweep per second at most: a burst of starts must not cost O(n²).
+            now = time.monotonic()
+            if len(self._last_streamed) > 256 and now - self._pruned_at > 1.0:
+                self._pruned_at = now
                 self._forget_old()
 
     def remove(self, round_: RoundLike) -> None:

@@ -6,6 +6,7 @@ session's reservation (any running round has been cancelled) and stores the user
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ def user_turn(content: str, images: list[Any]) -> dict[str, Any]:
 
 
 async def _session_model(app: web.Application, user: User, session_id: int) -> dict[str, Any]:
-    db = app[db_key]
+    db = app[db_key].quick
     session = await sessions.owned(db, session_id, user.id)
     if session is None:
         raise not_found("Chat session")
@@ -67,7 +68,7 @@ async def check_chat(app: web.Application, user: User, request: ChatRequest) -> 
 
 async def check_regenerate(app: web.Application, user: User,
                            request: RegenerateRequest) -> Prepared:
-    db = app[db_key]
+    db = app[db_key].quick
     model = await _session_model(app, user, request.session_id)
     last = await messages.last_user(db, request.session_id)
     if last is None:
@@ -89,7 +90,7 @@ async def check_regenerate(app: web.Application, user: User,
 
 
 async def context_limit(app: web.Application, user_id: int) -> int:
-    personal = await settings_store.personal(app[db_key], user_id)
+    personal = await settings_store.personal(app[db_key].quick, user_id)
     return (personal or {}).get("context_token_limit") or \
         app[config_key].default_context_token_limit
 
@@ -102,12 +103,11 @@ async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool
         tokens = await tokenizer.count_async(prepared.content)
     regenerate = prepared.user_message_id is not None
     if not regenerate:
-        async with db.transaction() as tx:
-            prepared.user_message_id = await messages.insert(
-                tx, prepared.session_id, "user", prepared.content,
-                tokens=(tokens, tokenizer.mode))
-    stream_settings = settings.stream_settings(config, await settings.load(db, config))
-    history = await messages.history(db, prepared.session_id, prepared.user_message_id,
+        prepared.user_message_id = await db.run(functools.partial(
+            messages.add, session_id=prepared.session_id, role="user",
+            content=prepared.content, tokens=(tokens, tokenizer.mode)))
+    stream_settings = settings.stream_settings(config, await settings.load(db.quick, config))
+    history = await messages.history(db.quick, prepared.session_id, prepared.user_message_id,
                                      HISTORY_MESSAGES)
     context = await fit(tokenizer, history, await context_limit(app, prepared.user.id), tokens)
     return Round(

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..auth import public
-from ..errors import dumps, ok
+from ..errors import json_response, ok
 from ..keys import config_key, db_key
 from ..timeutil import now_iso
 
@@ -40,7 +40,7 @@ async def health(request: web.Request) -> web.Response:
         body = {"success": False, "error": "Service is unhealthy",
                 "data": {"status": "unhealthy", "timestamp": now_iso(),
                          "error": "database unavailable"}}
-        return web.Response(status=503, text=dumps(body), content_type="application/json")
+        return json_response(body, 503)
     return ok({"status": "healthy", "timestamp": now_iso(), "version": __version__,
                "database": "connected", "memory": {"rss": rss_bytes()}})
 

@@ -115,7 +115,7 @@ async def delete_system_model(request: web.Request) -> web.Response:
 
 @routes.get("/api/models")
 async def list_models(request: web.Request) -> web.Response:
-    return ok(await models.list_visible(request.app[db_key], request[user_key].id))
+    return ok(await models.list_visible(request.app[db_key].quick, request[user_key].id))
 
 
 @routes.post("/api/models")

@@ -17,7 +17,8 @@ NOT_FOUND = "Chat session"
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     page, limit = paging(request, default_limit=20, max_limit=100)
-    rows, total = await sessions.list_page(request.app[db_key], request[user_key].id, page, limit)
+    rows, total = await sessions.list_page(request.app[db_key].quick, request[user_key].id,
+                                           page, limit)
     return ok({"sessions": rows, "pagination": pagination(page, limit, total)})
 
 

@@ -29,7 +29,7 @@ def _system_view(config: Config, values: dict[str, Any]) -> dict[str, Any]:
 @routes.get("/api/settings/system")
 async def get_system_settings(request: web.Request) -> web.Response:
     config = request.app[config_key]
-    return ok(_system_view(config, await settings.load(request.app[db_key], config)))
+    return ok(_system_view(config, await settings.load(request.app[db_key].quick, config)))
 
 
 @routes.put("/api/settings/system")

@@ -27,8 +27,15 @@ def derive_key(secret: str) -> bytes:
 
 
 class KeyCipher:
+    """Encrypts with a fresh nonce each time; remembers a few recent decryptions, since every
+    chat round needs its model's key and an AES-GCM setup costs more than the rest of the
+    round's start-up checks."""
+
+    CACHE_SIZE = 256
+
     def __init__(self, secret: str) -> None:
         self._key = derive_key(secret)
+        self._recent: dict[tuple[str, bytes], str] = {}
 
     def encrypt(self, plaintext: str, aad: bytes) -> str:
         nonce = os.urandom(NONCE_BYTES)
@@ -38,6 +45,16 @@ class KeyCipher:
         return PREFIX + base64.b64encode(nonce + ciphertext + tag).decode("ascii")
 
     def decrypt(self, stored: str, aad: bytes) -> str:
+        hit = self._recent.get((stored, aad))
+        if hit is not None:
+            return hit
+        plaintext = self._decrypt(stored, aad)
+        if len(self._recent) >= self.CACHE_SIZE:
+            del self._recent[next(iter(self._recent))]
+        self._recent[(stored, aad)] = plaintext
+        return plaintext
+
+    def _decrypt(self, stored: str, aad: bytes) -> str:
         if not stored.startswith(PREFIX):
             raise DecryptError("unknown API key format")
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from typing import Any
 
 from .db import Reader, Transaction
@@ -40,15 +42,20 @@ async def get(db: Reader, message_id: int) -> dict[str, Any] | None:
     return shape(row) if row else None
 
 
-async def insert(tx: Transaction, session_id: int, role: str, content: str, *,
-                 status: str = "complete", reasoning: str | None = None,
-                 tokens: tuple[int, str] | None = None) -> int:
-    """`tokens` = (count, tokenizer mode) of `content`, kept so contexts need no re-encoding."""
+def add(conn: sqlite3.Connection, session_id: int, role: str, content: str, *,
+        status: str = "complete", reasoning: str | None = None,
+        tokens: tuple[int, str] | None = None) -> int:
+    """Insert a message (synchronously, inside a transaction); `tokens` = (count, mode)."""
     count, mode = tokens if tokens else (None, None)
-    return await tx.insert(
+    return conn.execute(
         "INSERT INTO messages (session_id, role, content, status, reasoning, token_count,"
         " token_mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (session_id, role, content, status, reasoning, count, mode))
+        (session_id, role, content, status, reasoning, count, mode)).lastrowid
+
+
+async def insert(tx: Transaction, session_id: int, role: str, content: str,
+                 **kwargs: Any) -> int:
+    return await tx.call(functools.partial(add, **kwargs), session_id, role, content)
 
 
 async def history(db: Reader, session_id: int, before_id: int | None,
@@ -69,10 +76,10 @@ async def last_user(db: Reader, session_id: int) -> dict[str, Any] | None:
         (session_id,))
 
 
-async def replace_replies_after(tx: Transaction, session_id: int, user_message_id: int) -> None:
+def drop_replies_after(conn: sqlite3.Connection, session_id: int, user_message_id: int) -> None:
     """Drop the assistant replies that follow a user message (regenerate replaces them)."""
-    await tx.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
-                     (session_id, user_message_id))
+    conn.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
+                 (session_id, user_message_id))
 
 
 async def delete_for_session(tx: Transaction, session_id: int) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import sqlite3
 from typing import Any
 
-from .db import Reader, Transaction
+from .db import Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,14 +21,15 @@ class Usage:
                 "total_tokens": self.total_tokens}
 
 
-async def insert(tx: Transaction, session_id: int, message_id: int | None, model: str,
-                 provider: str | None, usage: Usage, context_limit: int | None) -> int:
-    return await tx.insert(
+def add(conn: sqlite3.Connection, session_id: int, message_id: int | None, model: str,
+        provider: str | None, usage: Usage, context_limit: int | None) -> int:
+    """Insert a round's row (synchronously, inside a transaction)."""
+    return conn.execute(
         "INSERT INTO usage_metrics (session_id, message_id, model, provider, prompt_tokens,"
         " completion_tokens, total_tokens, context_limit, estimated)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (session_id, message_id, model, provider, usage.prompt_tokens, usage.completion_tokens,
-         usage.total_tokens, context_limit, int(usage.estimated)))
+         usage.total_tokens, context_limit, int(usage.estimated))).lastrowid
 
 
 _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
