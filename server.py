@@ -1,4 +1,7 @@
-"""Run the aichat server: `python server.py` (settings from the environment and ./.env)."""
+"""Run the aichat server: `python server.py` (settings from the environment and ./.env).
+
+Operator commands: `python server.py backup PATH`, `python server.py rotate-key [--new-key KEY]`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +31,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="settings (environment variables, or lines in ./.env; the environment wins):\n"
                + settings_help())
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
+    commands = parser.add_subparsers(dest="command", title="commands (none: run the server)")
+    backup = commands.add_parser(
+        "backup", help="write a consistent copy of the database (the server may be running)",
+        description="Copy the live database with VACUUM INTO. The secrets are not in the "
+                    "copy: back up the data folder's encryption_key and jwt_secret (or the "
+                    "ENCRYPTION_KEY and JWT_SECRET settings) too.")
+    backup.add_argument("path", help="file to write; must not exist yet")
+    rotate = commands.add_parser(
+        "rotate-key", help="re-encrypt the stored API keys under a new ENCRYPTION_KEY "
+                           "(stop the server first)",
+        description="Compact the database, then re-encrypt every stored model API key "
+                    "under a new key in one transaction. Stop the server first. With "
+                    "data/encryption_key the file is replaced; with ENCRYPTION_KEY set, a "
+                    "generated key is printed once and ENCRYPTION_KEY must be set to it.")
+    # A key on the command line shows in `ps` and shell history; NEW_ENCRYPTION_KEY does not.
+    rotate.add_argument("--new-key", metavar="KEY",
+                        default=os.environ.get("NEW_ENCRYPTION_KEY") or None,
+                        help="the new key, at least 32 characters (default: NEW_ENCRYPTION_KEY "
+                             "from the environment, else generated)")
     return parser.parse_args(argv)
 
 
@@ -61,10 +84,26 @@ def serve(config: Config) -> None:
                 access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLogger)
 
 
+def run_command(args: argparse.Namespace, config: Config) -> int:
+    from aichat import maintenance
+
+    try:
+        if args.command == "backup":
+            maintenance.backup(config, args.path)
+        else:
+            maintenance.rotate_key(config, args.new_key)
+    except (maintenance.MaintenanceError, OSError) as e:
+        print(f"aichat {args.command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         config = load(dotenv=Path(args.env_file))
+        if args.command:
+            return run_command(args, config)
         configure_logging(config)
         logging.getLogger("aichat").info("aichat %s listening on %s:%d (%s mode, data in %s)",
                                          __version__, config.host, config.port, config.app_mode,

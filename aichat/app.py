@@ -7,24 +7,30 @@ from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 
-from . import settings
+from . import netpolicy, settings
 from .accounts import valid_password, valid_username
+from .chat.checkpoints import Checkpointer
 from .chat.rounds import Registry
+from .chat.tokens import heuristic
 from .chat.tokens import Tokenizer
 from .config import Config, ConfigError
 from .cors import setup_cors
 from .errors import ApiError
 from .handlers import auth as auth_handlers
-from .handlers import chat, meta, models, sessions, usage, users
+from .handlers import chat, meta, models, openapi, sessions, usage, users
 from .handlers import settings as settings_handlers
-from .keys import (cipher_key, config_key, db_key, hasher_key, http_key, registry_key,
-                   tokenizer_key, tokens_key)
+from .keys import (cipher_key, config_key, db_key, hasher_key, http_key, limiter_key,
+                   registry_key, resolver_key, tokenizer_key, tokens_key, trusted_proxies_key)
 from .middlewares import auth_middleware, error_middleware
+from .ratelimit import FailureLimiter, parse_networks
 from .security import secrets_file
 from .security.crypto import KeyCipher
 from .security.passwords import PasswordHasher
 from .security.tokens import TokenService
+from .store import checkpoints
 from .store import db as database
 from .store import users as users_store
 
@@ -34,16 +40,22 @@ JWT_SECRET_FILE = "jwt_secret"
 ENCRYPTION_KEY_FILE = "encryption_key"
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.Application:
+    """`resolver` replaces DNS resolution for upstream calls (tests script DNS answers)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=config.max_chat_body)
     app[config_key] = config
+    if resolver is not None:
+        app[resolver_key] = resolver
     app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
     app[registry_key] = Registry()
+    app[limiter_key] = FailureLimiter()
+    app[trusted_proxies_key] = parse_networks(config.trusted_proxies)
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
-    app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx])
+    app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx, checkpoint_ctx])
     app.on_shutdown.append(stop_rounds)
-    for module in (auth_handlers, users, models, sessions, chat, usage, settings_handlers, meta):
+    for module in (auth_handlers, users, models, sessions, chat, usage, settings_handlers,
+                   meta, openapi):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
     return app
@@ -63,6 +75,10 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     db = await database.connect(config.database_path)
     try:
         await settings.seed(db, config)
+        recovered = await db.run(checkpoints.recover, heuristic)
+        if recovered:
+            log.warning("recovered %d round(s) cut off by an unclean stop; their partial "
+                        "replies are kept as 'interrupted'", len(recovered))
         await bootstrap_admin(app, db, config)
         app[db_key] = db
         yield
@@ -72,12 +88,24 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     # One pool for every upstream call. No total timeout here: each round sets its own budget.
+    if resolver_key not in app:
+        app[resolver_key] = DefaultResolver()  # needs the running loop, so made here
+    # Every new connection's address passes the upstream URL policy (netpolicy.py) first.
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300,
-                                     enable_cleanup_closed=True)
+                                     resolver=app[resolver_key],
+                                     socket_factory=netpolicy.guarded_socket)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(None),
                                      auto_decompress=True, trust_env=False) as session:
         app[http_key] = session
         yield
+
+
+async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
+    checkpointer = Checkpointer(app[db_key], app[registry_key],
+                                app[config_key].checkpoint_interval_ms / 1000)
+    checkpointer.start()
+    yield
+    await checkpointer.stop()
 
 
 async def stop_rounds(app: web.Application) -> None:

@@ -75,6 +75,25 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _allowlist(name: str, raw: str) -> str:
+    from .netpolicy import parse_allowlist
+    try:
+        parse_allowlist(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    return raw.strip()
+
+
+def _networks(name: str, raw: str) -> str:
+    import ipaddress
+    for entry in raw.replace(",", " ").split():
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: not an address or CIDR: {entry!r}") from None
+    return raw.strip()
+
+
 def setting(default: Any, env: str | tuple[str, ...], parse: Callable[[str, str], Any],
             doc: str) -> Any:
     names = (env,) if isinstance(env, str) else env
@@ -126,6 +145,16 @@ class Config:
     provider_rate_limit_wait_ms: int = setting(15000, "PROVIDER_RATE_LIMIT_WAIT_MS",
                                                _int(0, 600_000),
                                                "wait before retrying a 429 without Retry-After")
+    upstream_url_policy: str | None = setting(
+        None, "UPSTREAM_URL_POLICY", _choice("any", "public_only", "allowlist"),
+        "default upstream URL policy for personal models (unset: any in single mode, "
+        "public_only in multi)")
+    upstream_allowlist: str = setting("", "UPSTREAM_ALLOWLIST", _allowlist,
+                                      "hosts/CIDRs allowed by the allowlist policy")
+    max_concurrent_streams: int = setting(3, "MAX_CONCURRENT_STREAMS", _int(1, 10000),
+                                          "running chat rounds per user")
+    trusted_proxies: str = setting("127.0.0.1/8,::1", "TRUSTED_PROXIES", _networks,
+                                   "proxies whose X-Forwarded-For names the client")
     bcrypt_rounds: int = setting(12, "BCRYPT_ROUNDS", _int(4, 16), "bcrypt cost factor")
     log_level: str = setting("info", "LOG_LEVEL", _choice("debug", "info", "warn", "error"),
                              "debug, info, warn or error")
@@ -133,6 +162,7 @@ class Config:
     max_json_body: int = 1 * MIB
     max_chat_body: int = 32 * MIB
     heartbeat_floor_ms: int = 1000
+    checkpoint_interval_ms: int = 1000  # how much streamed text a kill -9 may lose
 
     @property
     def data_dir(self) -> Path:

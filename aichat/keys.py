@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from .config import Config
 from .security.crypto import KeyCipher
@@ -14,15 +13,16 @@ from .security.tokens import TokenService
 from .store.db import Database
 from .store.users import User
 
-if TYPE_CHECKING:
-    pass
-
 config_key = web.AppKey("config", Config)
 db_key = web.AppKey("db", Database)
 http_key = web.AppKey("http", aiohttp.ClientSession)
 tokens_key = web.AppKey("tokens", TokenService)
 cipher_key = web.AppKey("cipher", KeyCipher)
 hasher_key = web.AppKey("hasher", PasswordHasher)
+# Named by string: the chat and limiter modules import these keys themselves.
 registry_key = web.AppKey("registry", "Registry")
 tokenizer_key = web.AppKey("tokenizer", "Tokenizer")
+resolver_key = web.AppKey("resolver", AbstractResolver)
+limiter_key = web.AppKey("limiter", "FailureLimiter")
+trusted_proxies_key = web.AppKey("trusted_proxies", list)
 user_key = web.RequestKey("user", User)

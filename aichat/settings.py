@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import netpolicy
 from .config import Config
 from .errors import ApiError
 from .store import settings as store
@@ -13,10 +14,12 @@ from .store.db import Database, Reader
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    kind: str  # "bool", "int" or "text"
+    kind: str  # "bool", "int", "text" or "choice"
     default: Callable[[Config], Any]
     lo: int = 0
     hi: int = 0
+    choices: tuple[str, ...] = ()
+    check: Callable[[str], Any] | None = None  # extra validation of a text value
 
 
 SPECS: dict[str, Spec] = {
@@ -27,6 +30,11 @@ SPECS: dict[str, Spec] = {
     "provider_timeout_ms": Spec("int", lambda c: c.provider_timeout_ms, 10000, 3600000),
     "usage_emit": Spec("bool", lambda c: c.usage_emit),
     "usage_provider_only": Spec("bool", lambda c: c.usage_provider_only),
+    "upstream_url_policy": Spec("choice", lambda c: c.upstream_url_policy or (
+        "public_only" if c.app_mode == "multi" else "any"), choices=netpolicy.POLICIES),
+    "upstream_allowlist": Spec("text", lambda c: c.upstream_allowlist, 0, 2000,
+                               check=netpolicy.parse_allowlist),
+    "max_concurrent_streams": Spec("int", lambda c: c.max_concurrent_streams, 1, 10000),
 }
 
 
@@ -37,6 +45,8 @@ def _from_text(spec: Spec, raw: str) -> Any:
     if spec.kind == "int":
         text = raw.strip()
         return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
+    if spec.kind == "choice":
+        return raw if raw in spec.choices else None
     return raw
 
 
@@ -67,9 +77,18 @@ def validate_update(body: dict[str, Any]) -> dict[str, str]:
             raise ApiError(400, f"{key} must be true or false")
         if spec.kind == "int" and (type(value) is not int or not spec.lo <= value <= spec.hi):
             raise ApiError(400, f"{key} must be an integer from {spec.lo} to {spec.hi}")
-        if spec.kind == "text" and (not isinstance(value, str) or not value.strip()
-                                    or not spec.lo <= len(value) <= spec.hi):
-            raise ApiError(400, f"{key} must be {spec.lo}-{spec.hi} characters and not blank")
+        if spec.kind == "choice" and value not in spec.choices:
+            raise ApiError(400, f"{key} must be one of: {', '.join(spec.choices)}")
+        if spec.kind == "text":
+            if not isinstance(value, str) or not spec.lo <= len(value) <= spec.hi or (
+                    spec.lo > 0 and not value.strip()):
+                blank = " and not blank" if spec.lo > 0 else ""
+                raise ApiError(400, f"{key} must be {spec.lo}-{spec.hi} characters{blank}")
+            if spec.check is not None:
+                try:
+                    spec.check(value)
+                except ValueError as e:
+                    raise ApiError(400, f"{key}: {e}") from None
         updates[key] = _to_text(value)
     return updates
 
@@ -89,6 +108,8 @@ class StreamSettings:
     timeout_s: float
     usage_emit: bool
     usage_provider_only: bool
+    policy: netpolicy.NetPolicy
+    max_streams: int
 
 
 def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
@@ -99,4 +120,7 @@ def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
         timeout_s=values["provider_timeout_ms"] / 1000,
         usage_emit=values["usage_emit"],
         usage_provider_only=values["usage_provider_only"],
+        policy=netpolicy.NetPolicy.from_settings(values["upstream_url_policy"],
+                                                 values["upstream_allowlist"]),
+        max_streams=values["max_concurrent_streams"],
     )

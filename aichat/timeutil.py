@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{moment.microsecond // 1000:03d}Z"
+    """`moment` in UTC as YYYY-MM-DDTHH:MM:SS.mmmZ (four-digit year even before 1000, which
+    strftime's %Y does not pad). Raises OverflowError for instants outside years 1-9999 UTC."""
+    m = moment.astimezone(UTC)
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
+            f"{m.second:02d}.{m.microsecond // 1000:03d}Z")
 
 
 def now_iso() -> str:

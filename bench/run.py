@@ -120,7 +120,7 @@ class Setup:
         self.token = await self.user("bench")
         await self.call("PUT", "/api/settings/system", self.token,
                         json={"registration_enabled": True})
-        self.limit_streams()
+        await self.allow_streams(max(shapes.values()) + 10)
         for shape, count in shapes.items():
             model = await self.call("POST", "/api/models/system", self.token, json={
                 "name": f"bench-{shape}", "apiUrl": self.stack.upstream_url, "apiKey": "sk-bench"})
@@ -136,8 +136,10 @@ class Setup:
             await self.call("POST", "/api/sessions", self.crud_token,
                             json={"modelConfigId": crud_model["id"], "title": f"chat {i}"})
 
-    def limit_streams(self) -> None:
-        """Hook for a per-user stream cap: the bench user must be allowed 500 at once."""
+    async def allow_streams(self, count: int) -> None:
+        """One bench user runs every stream: lift the per-user cap (default 3) for it."""
+        await self.call("PUT", "/api/settings/system", self.token,
+                        json={"max_concurrent_streams": count})
 
     def aichat_targets(self, shape: str, n: int) -> list[loadgen.Target]:
         pool = self.pools[shape]

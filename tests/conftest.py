@@ -13,12 +13,15 @@ from aichat.config import Config
 
 from .helpers import Api
 
+pytest_plugins = ["tests.secret_watch"]
+
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     """Test defaults: cheap bcrypt, heuristic tokens (fast start), no CORS surprises."""
     base = dict(database_path=str(tmp_path / "data" / "app.db"), bcrypt_rounds=4,
                 tokenizer_mode="heuristic", heartbeat_floor_ms=10,
-                provider_retry_wait_ms=50, provider_rate_limit_wait_ms=100)
+                provider_retry_wait_ms=50, provider_rate_limit_wait_ms=100,
+                upstream_url_policy="any")  # the fake upstream lives on 127.0.0.1
     base.update(overrides)
     return Config(**base)
 
@@ -31,9 +34,9 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
 @pytest.fixture
 def start(aiohttp_client, config_factory) -> Callable[..., Any]:
     """Start an app with config overrides and return an `Api` for it."""
-    async def _start(**overrides: Any) -> Api:
+    async def _start(resolver: Any = None, **overrides: Any) -> Api:
         config = config_factory(**overrides)
-        client = await aiohttp_client(create_app(config))
+        client = await aiohttp_client(create_app(config, resolver=resolver))
         return Api(client, config)
     return _start
 

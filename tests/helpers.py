@@ -167,6 +167,7 @@ class Chat:
         return data["messages"]
 
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        import contextlib
         import sqlite3
-        with sqlite3.connect(self.api.config.database_path) as conn:
+        with contextlib.closing(sqlite3.connect(self.api.config.database_path)) as conn:
             return conn.execute(sql, params).fetchall()

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 from yarl import URL
 
-from .. import jsonfast
+from .. import jsonfast, netpolicy
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,14 @@ async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
                             before_headers=True) from None
     except aiohttp.InvalidURL:
         raise ProviderError("AI API URL is not valid", "network") from None
+    except aiohttp.ClientConnectorError as e:
+        guard = netpolicy.current.get()
+        if guard is not None and guard.refused:
+            raise ProviderError(
+                f"AI API URL not allowed: {guard.refused[0]}, which the upstream_url_policy "
+                f"({guard.policy.mode}) does not allow", "blocked") from None
+        raise ProviderError(f"Could not reach the AI API ({type(e).__name__})",
+                            "network") from None
     except aiohttp.ClientError as e:
         raise ProviderError(f"Could not reach the AI API ({type(e).__name__})",
                             "network") from None
@@ -240,6 +248,7 @@ class Completion:
     content: str
     reasoning: str
     usage: dict[str, Any] | None
+    finish_reason: str | None = None
 
 
 async def complete(http: aiohttp.ClientSession, target: Target, body: bytes,
@@ -267,13 +276,16 @@ async def complete(http: aiohttp.ClientSession, target: Target, body: bytes,
     raw = b"".join(parts)
     try:
         data = jsonfast.loads(raw)
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise ProviderError("AI API returned an unreadable response", "garbage") from None
     content = message.get("content") if isinstance(message, dict) else None
     reasoning = (message.get("reasoning_content") or message.get("reasoning")
                  if isinstance(message, dict) else None)
     usage = data.get("usage")
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     return Completion(content if isinstance(content, str) else "",
                       reasoning if isinstance(reasoning, str) else "",
-                      usage if isinstance(usage, dict) else None)
+                      usage if isinstance(usage, dict) else None,
+                      finish if isinstance(finish, str) else None)

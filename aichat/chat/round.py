@@ -18,9 +18,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .. import jsonfast
+from yarl import URL
+
+from .. import jsonfast, netpolicy
 from ..security.crypto import DecryptError
 from ..settings import StreamSettings
+from ..store import checkpoints
 from ..store import messages as messages_store
 from ..store import usage as usage_store
 from ..store.db import Database
@@ -110,6 +113,10 @@ class Round:
         self.ended_at: float | None = None
         self.guard_used = False
         self._deadline = 0.0
+        self._checkpointed = 0  # text and reasoning parts already in the last checkpoint
+        self.finish_reason: str | None = None
+        # The registry's key: the session, or (no session, /v1) a number no session has.
+        self.key = session_id if session_id is not None else -id(self)
 
     # --- control ---
 
@@ -138,6 +145,17 @@ class Round:
     @property
     def running(self) -> bool:
         return not self.done.is_set()
+
+    def checkpoint_row(self) -> tuple | None:
+        """This round's text for the checkpoint table, if it grew since the last one."""
+        parts = len(self.text_parts) + len(self.reasoning_parts)
+        if self.finishing or self.discard or parts == self._checkpointed:
+            return None
+        self._checkpointed = parts
+        return (self.session_id, self.user_message_id, int(self.regenerate),
+                self.model["name"], self._provider_host(), self.context.prompt_tokens,
+                self.context.limit, "".join(self.text_parts),
+                "".join(self.reasoning_parts) or None)
 
     # --- the round ---
 
@@ -201,6 +219,9 @@ class Round:
 
     async def _generate(self) -> Outcome:
         target = self._target()
+        if self.model.get("user_id") is not None:  # a user-entered URL: the policy applies
+            policy = self.settings.policy.for_host(URL(target.url).host)
+            netpolicy.current.set(netpolicy.Guard(policy) if policy else None)
         if not self.streamed:
             return await self._complete_once(target, retry=True)
         body = await self._encode(True)
@@ -211,7 +232,7 @@ class Round:
                 self.ended_normally = True  # `end` goes out with the closing events
                 return Outcome("complete")
             except ProviderError as e:
-                if self.relayed:
+                if self.relayed or e.kind == "blocked":
                     raise
                 if e.retryable and not retried:
                     retried = True
@@ -219,9 +240,12 @@ class Round:
                     continue
                 return await self._fallback(target, e)
 
+    def _has_images(self) -> bool:
+        return len(self.new_message["content"]) > 1  # text part first, then images
+
     async def _encode(self, stream: bool) -> bytes:
         # Image bodies run to megabytes: serialise those off the loop.
-        if len(self.new_message["content"]) > 1:
+        if self._has_images():
             return await asyncio.to_thread(self._body, stream)
         return self._body(stream)
 
@@ -251,6 +275,7 @@ class Round:
                     await self._emit_text("reasoning", value)
                 elif kind is FINISH:
                     finish_seen = True
+                    self.finish_reason = value
                     await self._emit({"type": "stop", "reason": value})
                 elif kind is USAGE:
                     self.provider_usage = value
@@ -287,6 +312,7 @@ class Round:
                 await asyncio.sleep(self._retry_wait(e))
         if completion.usage is not None:
             self.provider_usage = completion.usage
+        self.finish_reason = completion.finish_reason
         if completion.reasoning:
             self.reasoning_parts.append(completion.reasoning)
             await self._emit_text("reasoning", completion.reasoning)
@@ -321,14 +347,16 @@ class Round:
         reasoning = "".join(self.reasoning_parts).strip() or None
         completion_estimate = await self.tokenizer.count_async(text) if text else 0
         usage = usage_from(self.provider_usage, self.context.prompt_tokens, completion_estimate)
-        if not self.discard:
-            try:
+        try:
+            if self.discard:
+                await self._forget()
+            else:
                 self.assistant_message_id = await self._persist(outcome, text, reasoning,
                                                                 usage, completion_estimate)
-            except Exception:
-                log.exception("could not save the reply of session %s", self.session_id)
-                outcome = Outcome("error", "Could not save the reply", "storage")
-                self.assistant_message_id = None
+        except Exception:
+            log.exception("could not save the reply of session %s", self.session_id)
+            outcome = Outcome("error", "Could not save the reply", "storage")
+            self.assistant_message_id = None
         self.outcome = outcome
         self.saved_text = text if self.assistant_message_id is not None else ""
         limit = self.context.limit
@@ -348,12 +376,18 @@ class Round:
                             "assistantMessageId": self.assistant_message_id})
         await self._emit(*closing)
 
+    async def _forget(self) -> None:
+        """A discarded round leaves nothing behind, not even its checkpoint."""
+        await self.db.run(checkpoints.clear, self.session_id)
+
     async def _persist(self, outcome: Outcome, text: str, reasoning: str | None, usage: Usage,
                        text_tokens: int) -> int | None:
-        """The reply (if any text) and the usage row, in one transaction (one thread hop)."""
+        """The reply (if any text) and the usage row, in one transaction (one thread hop); the
+        round's checkpoint goes in the same commit."""
         provider_host, mode = self._provider_host(), self.tokenizer.mode
 
         def write(conn: sqlite3.Connection) -> int | None:
+            checkpoints.clear(conn, self.session_id)
             message_id = None
             if text:
                 if self.regenerate:

@@ -21,7 +21,8 @@ GUARD_REASONS = ("disconnect", "stop")
 
 
 class RoundLike(Protocol):
-    session_id: int
+    key: int  # the session id, or a negative number for a round without a session (/v1)
+    session_id: int | None
     user_id: int
     streamed: bool
     user_content: str
@@ -42,14 +43,18 @@ class Registry:
         self._running: dict[int, RoundLike] = {}
         self._last_streamed: dict[int, RoundLike] = {}
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self._claims: dict[int, int] = {}  # rounds of a user being set up, not yet running
         self._pruned_at = 0.0
 
     def running(self, session_id: int) -> RoundLike | None:
         return self._running.get(session_id)
 
+    def rounds(self) -> list[RoundLike]:
+        return list(self._running.values())
+
     def add(self, round_: RoundLike) -> None:
-        self._running[round_.session_id] = round_
-        if round_.streamed:
+        self._running[round_.key] = round_
+        if round_.streamed and round_.session_id is not None:
             self._last_streamed[round_.session_id] = round_
             # A sweep per second at most: a burst of starts must not cost O(n²).
             now = time.monotonic()
@@ -58,11 +63,26 @@ class Registry:
                 self._forget_old()
 
     def remove(self, round_: RoundLike) -> None:
-        if self._running.get(round_.session_id) is round_:
-            del self._running[round_.session_id]
+        if self._running.get(round_.key) is round_:
+            del self._running[round_.key]
 
-    def count_for_user(self, user_id: int) -> int:
-        return sum(1 for r in self._running.values() if r.user_id == user_id)
+    def claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
+        """Book one of the user's `limit` concurrent rounds (a round on this same session does
+        not count: the new one replaces it). False when all are taken; else call `release`
+        once the round is running or its set-up failed."""
+        others = sum(1 for r in self._running.values()
+                     if r.user_id == user_id and r.session_id != session_id)
+        if others + self._claims.get(user_id, 0) >= limit:
+            return False
+        self._claims[user_id] = self._claims.get(user_id, 0) + 1
+        return True
+
+    def release(self, user_id: int) -> None:
+        left = self._claims.get(user_id, 0) - 1
+        if left > 0:
+            self._claims[user_id] = left
+        else:
+            self._claims.pop(user_id, None)
 
     def _forget_old(self) -> None:
         now = time.monotonic()

@@ -20,6 +20,7 @@ from ..store import messages, models, sessions
 from ..store import settings as settings_store
 from ..store.users import User
 from .context import HISTORY_MESSAGES, fit
+from ..settings import StreamSettings
 from .request import ChatRequest, RegenerateRequest
 from .round import Round, Waits
 
@@ -33,6 +34,7 @@ class Prepared:
     model: dict[str, Any]
     content: str
     new_message: dict[str, Any]
+    settings: StreamSettings
     user_message_id: int | None = None  # set for regenerate (the existing message)
     user_tokens: int | None = None
 
@@ -58,12 +60,17 @@ async def _session_model(app: web.Application, user: User, session_id: int) -> d
     return model
 
 
+async def _settings(app: web.Application) -> StreamSettings:
+    config = app[config_key]
+    return settings.stream_settings(config, await settings.load(app[db_key].quick, config))
+
+
 async def check_chat(app: web.Application, user: User, request: ChatRequest) -> Prepared:
     model = await _session_model(app, user, request.session_id)
     if request.images and not model["supports_images"]:
         raise ApiError(400, "This model does not accept images")
     return Prepared(user, request.session_id, model, request.content,
-                    user_turn(request.content, request.images))
+                    user_turn(request.content, request.images), await _settings(app))
 
 
 async def check_regenerate(app: web.Application, user: User,
@@ -85,8 +92,8 @@ async def check_regenerate(app: web.Application, user: User,
             raise ApiError(400, "Only the latest reply can be regenerated")
     tokens = last["token_count"] if last["token_mode"] == app[tokenizer_key].mode else None
     return Prepared(user, request.session_id, model, last["content"],
-                    user_turn(last["content"], []), user_message_id=last["id"],
-                    user_tokens=tokens)
+                    user_turn(last["content"], []), await _settings(app),
+                    user_message_id=last["id"], user_tokens=tokens)
 
 
 async def context_limit(app: web.Application, user_id: int) -> int:
@@ -106,13 +113,12 @@ async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool
         prepared.user_message_id = await db.run(functools.partial(
             messages.add, session_id=prepared.session_id, role="user",
             content=prepared.content, tokens=(tokens, tokenizer.mode)))
-    stream_settings = settings.stream_settings(config, await settings.load(db.quick, config))
     history = await messages.history(db.quick, prepared.session_id, prepared.user_message_id,
                                      HISTORY_MESSAGES)
     context = await fit(tokenizer, history, await context_limit(app, prepared.user.id), tokens)
     return Round(
         db=db, http=app[http_key], tokenizer=tokenizer, registry=app[registry_key],
-        settings=stream_settings,
+        settings=prepared.settings,
         waits=Waits(config.provider_retry_wait_ms / 1000,
                     config.provider_rate_limit_wait_ms / 1000),
         session_id=prepared.session_id, user_id=prepared.user.id, model=prepared.model,

@@ -7,7 +7,9 @@ from aiohttp import web
 from ..accounts import valid_password, valid_username
 from ..auth import public
 from ..errors import ApiError, ok
-from ..keys import config_key, db_key, hasher_key, tokens_key, user_key
+from ..keys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
+                    trusted_proxies_key, user_key)
+from ..ratelimit import Attempt
 from ..store import settings as settings_store
 from ..store import users
 from ..store.db import Reader
@@ -34,36 +36,44 @@ def _session(request: web.Request, user: User) -> dict:
     return {"user": user.public(), "token": token}
 
 
+def _attempt(request: web.Request) -> Attempt:
+    return Attempt(request.app[limiter_key], request, request.app[trusted_proxies_key])
+
+
 @routes.post("/api/auth/register")
 @public
 async def register(request: web.Request) -> web.Response:
     config, db = request.app[config_key], request.app[db_key]
-    body = await read_json(request, config.max_json_body)
-    username = valid_username(body.get("username"))
-    password = valid_password(body.get("password"))
-    # Cheap refusals before paying for bcrypt; repeated under the write lock below.
-    await _registration_role(db, config.app_mode)
-    if await users.exists(db, username):
-        raise ApiError(409, "Username already exists")
-    hashed = await request.app[hasher_key].hash(password)
-    async with db.transaction() as tx:
-        role = await _registration_role(tx, config.app_mode)
-        if await users.exists(tx, username):
+    async with _attempt(request) as attempt:
+        body = await read_json(request, config.max_json_body)
+        attempt.named(body.get("username"))
+        username = valid_username(body.get("username"))
+        password = valid_password(body.get("password"))
+        # Cheap refusals before paying for bcrypt; repeated under the write lock below.
+        await _registration_role(db, config.app_mode)
+        if await users.exists(db, username):
             raise ApiError(409, "Username already exists")
-        user = await users.create(tx, username, hashed, role)
+        hashed = await request.app[hasher_key].hash(password)
+        async with db.transaction() as tx:
+            role = await _registration_role(tx, config.app_mode)
+            if await users.exists(tx, username):
+                raise ApiError(409, "Username already exists")
+            user = await users.create(tx, username, hashed, role)
     return ok(_session(request, user), "Registration successful")
 
 
 @routes.post("/api/auth/login")
 @public
 async def login(request: web.Request) -> web.Response:
-    body = await read_json(request, request.app[config_key].max_json_body)
-    username = string(body, "username", min_len=0, blank_ok=True)
-    password = string(body, "password", min_len=0, blank_ok=True)
-    found = await users.get_with_hash(request.app[db_key], username)
-    user, hashed = found if found else (None, None)
-    if not await request.app[hasher_key].verify(password, hashed) or user is None:
-        raise ApiError(401, "Invalid username or password")
+    async with _attempt(request) as attempt:
+        body = await read_json(request, request.app[config_key].max_json_body)
+        attempt.named(body.get("username"))
+        username = string(body, "username", min_len=0, blank_ok=True)
+        password = string(body, "password", min_len=0, blank_ok=True)
+        found = await users.get_with_hash(request.app[db_key], username)
+        user, hashed = found if found else (None, None)
+        if not await request.app[hasher_key].verify(password, hashed) or user is None:
+            raise ApiError(401, "Invalid username or password")
     return ok(_session(request, user), "Login successful")
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -38,9 +39,24 @@ async def _await_round(round_: Round) -> None:
         raise
 
 
+@asynccontextmanager
+async def _setting_up(app: web.Application, prepared: service.Prepared) -> AsyncIterator[None]:
+    """The user's concurrency cap (429 before anything is stored), then the session's turn."""
+    registry, user_id = app[registry_key], prepared.user.id
+    limit = prepared.settings.max_streams
+    if not registry.claim(user_id, prepared.session_id, limit):
+        raise ApiError(429, f"Too many chats are generating at once (limit {limit}); "
+                       "stop one or wait for it to finish", {"Retry-After": "15"})
+    try:
+        async with registry.reserve(prepared.session_id):
+            yield
+    finally:
+        registry.release(user_id)
+
+
 async def _stream(request: web.Request, prepared: service.Prepared) -> web.StreamResponse:
     app = request.app
-    async with app[registry_key].reserve(prepared.session_id):
+    async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=True)
         writer = SSEWriter(request, round_.settings.heartbeat_s,
                            on_gone=lambda: round_.cancel("disconnect"))
@@ -90,7 +106,7 @@ async def complete_chat(request: web.Request) -> web.Response:
         aborted.cancel("stop")
         await aborted.wait_done(PERSIST_WAIT_S)
         return ok(await _reply(request, aborted))
-    async with app[registry_key].reserve(prepared.session_id):
+    async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=False)
         round_.start()
     await _await_round(round_)

@@ -9,7 +9,8 @@ from yarl import URL
 
 from ..auth import admin_only
 from ..errors import ApiError, not_found, ok
-from ..keys import cipher_key, config_key, db_key, user_key
+from .. import netpolicy, settings
+from ..keys import cipher_key, config_key, db_key, resolver_key, user_key
 from ..store import models
 from ..validate import boolean, path_id, read_json, string
 
@@ -47,10 +48,24 @@ def model_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+async def _check_policy(request: web.Request, owner_id: int | None, url: str | None) -> None:
+    """Personal models may only point where the upstream URL policy allows."""
+    if owner_id is None or url is None:
+        return  # system models are the admins' own choice
+    values = await settings.load(request.app[db_key].quick, request.app[config_key])
+    policy = netpolicy.NetPolicy.from_settings(values["upstream_url_policy"],
+                                               values["upstream_allowlist"])
+    try:
+        await netpolicy.check_url(policy, request.app[resolver_key], url)
+    except ValueError as e:
+        raise ApiError(400, f"apiUrl not allowed: {e}") from None
+
+
 async def _create(request: web.Request, owner_id: int | None, clash: str) -> web.Response:
     db = request.app[db_key]
     fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
                           partial=False)
+    await _check_policy(request, owner_id, fields["apiUrl"])
     async with db.transaction() as tx:
         if await models.name_taken(tx, owner_id, fields["name"]):
             raise ApiError(409, clash)
@@ -64,6 +79,9 @@ async def _update(request: web.Request, owner_id: int | None, clash: str) -> web
     model_id = path_id(request, "id", "model")
     fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
                           partial=True)
+    if await models.get_owned(db, model_id, owner_id) is None:
+        raise not_found(NOT_FOUND)
+    await _check_policy(request, owner_id, fields.get("apiUrl"))
     async with db.transaction() as tx:
         if await models.get_owned(tx, model_id, owner_id) is None:
             raise not_found(NOT_FOUND)

@@ -39,30 +39,36 @@ async def sessions_usage(request: web.Request) -> web.Response:
 
 
 def _moment(raw: str, end_of_day: bool) -> datetime:
-    """A date (whole day) or an ISO date-time; naive values are UTC."""
+    """A date (whole day) or an ISO date-time, in UTC; naive values are UTC. An instant that
+    falls outside years 1-9999 once in UTC (0001-01-01T00:00+01:00) is not a usable bound."""
     try:
         if len(raw) == 10:
             day = datetime.strptime(raw, "%Y-%m-%d").date()
             clock = time(23, 59, 59, 999000) if end_of_day else time(0)
             return datetime.combine(day, clock, tzinfo=UTC)
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ApiError(400, RANGE_ERROR) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@routes.get("/api/chat/usage/daily")
-async def daily_usage(request: web.Request) -> web.Response:
-    db, user = request.app[db_key], request[user_key]
+def date_range(request: web.Request) -> tuple[str, str]:
+    """`from`/`to` (ISO dates or date-times) as ISO bounds; defaults now - 30 days / now."""
     now = datetime.now(UTC)
     raw_from, raw_to = request.query.get("from"), request.query.get("to")
     start = _moment(raw_from, False) if raw_from else now - timedelta(days=30)
     end = _moment(raw_to, True) if raw_to else now
     if start > end:
         raise ApiError(400, RANGE_ERROR)
+    return iso(start), iso(end)
+
+
+@routes.get("/api/chat/usage/daily")
+async def daily_usage(request: web.Request) -> web.Response:
+    db, user = request.app[db_key], request[user_key]
+    start_iso, end_iso = date_range(request)
     session_id = query_id(request, "sessionId", required=False)
     if session_id is not None and await sessions.owned(db, session_id, user.id) is None:
         raise not_found("Chat session")
-    start_iso, end_iso = iso(start), iso(end)
     rows = await usage.daily(db, user.id, start_iso, end_iso, session_id)
     return ok({"from": start_iso, "to": end_iso, "rows": rows})

@@ -100,8 +100,8 @@ async def delete(tx: Transaction, model_id: int) -> None:
 
 async def for_round(db: Reader, model_id: int) -> dict[str, Any] | None:
     """What a round needs to call the provider; `api_key` still encrypted."""
-    row = await db.one("SELECT id, name, api_url, api_key, supports_images FROM model_configs"
-                       " WHERE id = ?", (model_id,))
+    row = await db.one("SELECT id, user_id, name, api_url, api_key, supports_images"
+                       " FROM model_configs WHERE id = ?", (model_id,))
     if row is not None:
         row["supports_images"] = bool(row["supports_images"])
     return row

@@ -1,0 +1,156 @@
+"""Crash safety: partial replies are checkpointed while streaming and survive kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from aichat.app import create_app
+
+from .fake_upstream import Reply
+from .helpers import SSEStream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rows(path: str, sql: str, params: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    """Wait for a condition in another process's database (no event to await there)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - another process's state: nothing to await
+            await asyncio.sleep(0.02)
+
+
+async def test_running_rounds_are_checkpointed_and_cleared_when_they_end(chat_factory):
+    chat = await chat_factory(checkpoint_interval_ms=30)
+    chat.upstream.queue(Reply(tokens=[f"t{i} " for i in range(40)], delay=0.02))
+    path = chat.api.config.database_path
+    async with chat.open("long answer please") as response:
+        reader = SSEStream(response)
+        await reader.until("content")
+        await until(lambda: rows(path, "SELECT content FROM round_checkpoints")
+                    and rows(path, "SELECT content FROM round_checkpoints")[0][0])
+        saved = rows(path, "SELECT content, user_message_id FROM round_checkpoints")[0]
+        assert saved[0].startswith("t0 ") and saved[1] == reader.events[0]["messageId"]
+        await reader.rest()
+    assert rows(path, "SELECT * FROM round_checkpoints") == []  # gone with the final save
+    assert rows(path, "SELECT status FROM messages WHERE role = 'assistant'") == [("complete",)]
+
+
+async def test_leftover_checkpoints_become_interrupted_replies_on_start(chat, aiohttp_client):
+    await chat.stream("first")  # a normal exchange
+    path = chat.api.config.database_path
+    user_id = rows(path, "SELECT MAX(id) FROM messages WHERE role = 'user'")[0][0]
+    with sqlite3.connect(path) as conn:
+        msg = conn.execute("INSERT INTO messages (session_id, role, content) VALUES (?, 'user',"
+                           " 'second')", (chat.session_id,)).lastrowid
+        conn.execute("INSERT INTO round_checkpoints (session_id, user_message_id, regenerate,"
+                     " model, provider, prompt_tokens, context_limit, content, reasoning)"
+                     " VALUES (?, ?, 0, 'fake-model', '127.0.0.1', 42, 4000, ' half an ans',"
+                     " 'thinking')", (chat.session_id, msg))
+    await aiohttp_client(create_app(chat.api.config))  # a restart on the same data
+    reply = rows(path, "SELECT content, status, reasoning FROM messages WHERE id > ?", (msg,))
+    assert reply == [("half an ans", "interrupted", "thinking")]
+    usage = rows(path, "SELECT prompt_tokens, completion_tokens, estimated FROM usage_metrics"
+                       " ORDER BY id DESC LIMIT 1")
+    assert usage == [(42, 3, 1)]  # heuristic count of 'half an ans'
+    assert rows(path, "SELECT * FROM round_checkpoints") == []
+    assert user_id < msg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "DATABASE_URL")}
+    env.update({"PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": str(data / "app.db"),
+                "BCRYPT_ROUNDS": "4", "TOKENIZER_MODE": "heuristic", "LOG_LEVEL": "warn",
+                "UPSTREAM_URL_POLICY": "any"})
+    return subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--env-file",
+                             "/nonexistent"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+async def healthy(http: aiohttp.ClientSession, base: str) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                async with http.get(f"{base}/api/health") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
+        upstream, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    db = str(tmp_path / "app.db")
+    try:
+        async with aiohttp.ClientSession() as http:
+            await healthy(http, base)
+            async with http.post(f"{base}/api/auth/register",
+                                 json={"username": "owner", "password": "password1"}) as r:
+                token = (await r.json())["data"]["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            async with http.post(f"{base}/api/models", headers=auth, json={
+                    "name": "fake-model", "apiUrl": upstream.url, "apiKey": "sk-x"}) as r:
+                model = (await r.json())["data"]
+            async with http.post(f"{base}/api/sessions", headers=auth,
+                                 json={"modelConfigId": model["id"]}) as r:
+                session = (await r.json())["data"]
+            tokens = [f"w{i} " for i in range(400)]
+            upstream.queue(Reply(tokens=tokens, delay=0.01))
+            response = await http.post(f"{base}/api/chat/stream", headers=auth,
+                                       json={"sessionId": session["id"], "content": "tell"})
+            reader = SSEStream(response)
+            while reader.text().count("w") < 60:  # over half a second of text
+                await reader.until("content")
+            await until(lambda: rows(db, "SELECT length(content) FROM round_checkpoints")
+                        and rows(db, "SELECT length(content) FROM round_checkpoints")[0][0] > 0)
+            checkpointed = rows(db, "SELECT content FROM round_checkpoints")[0][0]
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            response.close()
+
+            server = start_server(tmp_path, port)
+            await healthy(http, base)
+            assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+            assert rows(db, "SELECT * FROM round_checkpoints") == []
+            kept = rows(db, "SELECT role, content, status FROM messages ORDER BY id")
+            assert kept[0] == ("user", "tell", "complete")
+            role, text, status = kept[1]
+            assert (role, status) == ("assistant", "interrupted")
+            # What was relayed, up to the last checkpoint (≤ 1 s old) or later; nothing invented.
+            assert "".join(tokens).startswith(text) and text.startswith(checkpointed.strip())
+            assert len(rows(db, "SELECT id FROM usage_metrics")) == 1
+
+            upstream.queue(Reply(tokens=["back ", "again"]))
+            async with http.post(f"{base}/api/chat/stream", headers=auth,
+                                 json={"sessionId": session["id"], "content": "hi"}) as r:
+                again = SSEStream(r)
+                await again.rest()
+            assert again.types()[-1] == "complete" and again.text() == "back again"
+            sent = upstream.requests[-1].body["messages"]
+            assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    finally:
+        server.kill()
+        server.wait(10)
