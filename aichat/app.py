@@ -20,7 +20,7 @@ from .config import Config, ConfigError
 from .cors import setup_cors
 from .errors import ApiError
 from .handlers import auth as auth_handlers
-from .handlers import chat, meta, models, openapi, sessions, usage, users
+from .handlers import chat, keys, meta, models, openapi, sessions, usage, users
 from .handlers import settings as settings_handlers
 from .keys import (cipher_key, config_key, db_key, hasher_key, http_key, limiter_key,
                    registry_key, resolver_key, tokenizer_key, tokens_key, trusted_proxies_key)
@@ -31,6 +31,7 @@ from .security.crypto import KeyCipher
 from .security.passwords import PasswordHasher
 from .security.tokens import TokenService
 from .store import checkpoints
+from .v1 import create_v1_app
 from .store import db as database
 from .store import users as users_store
 
@@ -54,10 +55,11 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx, checkpoint_ctx])
     app.on_shutdown.append(stop_rounds)
-    for module in (auth_handlers, users, models, sessions, chat, usage, settings_handlers,
+    for module in (auth_handlers, users, models, sessions, chat, usage, keys, settings_handlers,
                    meta, openapi):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
+    app.add_subapp("/v1", create_v1_app())  # after CORS: SDK clients are not browsers
     return app
 
 

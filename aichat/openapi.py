@@ -170,6 +170,9 @@ def response_schemas() -> dict[str, Schema]:
               "max_context_tokens": integer(),
               **{key: setting_output(key) for key in SPECS}}
     index = obj({"name": {"const": "aichat"}, "version": STRING, "routes": array(STRING)})
+    api_key = obj({"id": ID, "name": STRING, "prefix": STRING, "createdAt": ref("Timestamp"),
+                   "lastUsedAt": nullable(ref("Timestamp")),
+                   "expiresAt": nullable(ref("Timestamp"))})
     return {
         "Success": obj({"success": {"const": True}, "data": {}, "message": STRING},
                        ["success", "data"]),
@@ -215,6 +218,11 @@ def response_schemas() -> dict[str, Schema]:
                         "features": obj({"registration": BOOL, "streaming": BOOL,
                                          "file_upload": BOOL, "long_term_memory": BOOL})}),
         "Index": index,
+        "ApiKey": api_key,
+        "NewApiKey": extend(api_key, key={**STRING, "description": "Shown only here."}),
+        "ApiUsage": obj({"from": ref("Timestamp"), "to": ref("Timestamp"), "rows": array(obj({
+            "date": {"type": "string", "format": "date"}, "model": STRING,
+            "requests": COUNT, **TOKENS}))}),
         "StreamEvent": {
             "description": "The JSON of one `data:` line of a chat stream (api.md 5.6).",
             "anyOf": [
@@ -476,11 +484,84 @@ def operations() -> list[tuple[str, str, Schema]]:
                         data=ref("Index"))),
         ("get", "/api", op("getApiIndex", "service", "Route index", access="public",
                            data=ref("Index"))),
+        ("post", "/api/keys", op(
+            "createApiKey", "keys", "Create a personal API key for /v1", body="ApiKeyCreate",
+            data=ref("NewApiKey"), description="The key is in this answer only: it is stored "
+                                               "as a hash. At most 50 per user.")),
+        ("get", "/api/keys", op("listApiKeys", "keys", "The caller's API keys, newest first",
+                                data=array(ref("ApiKey")))),
+        ("delete", "/api/keys/{id}", op("revokeApiKey", "keys", "Revoke an API key at once",
+                                        params=IDS)),
+        ("get", "/api/keys/usage", op(
+            "getApiUsage", "keys", "/v1 token usage per UTC day and model",
+            params=(query("from", moment, "As for /api/chat/usage/daily."),
+                    query("to", moment, "As for /api/chat/usage/daily.")),
+            data=ref("ApiUsage"))),
+        ("get", "/v1/models", v1_op(
+            "openaiListModels", "Models the caller may use (OpenAI format)",
+            ok=ref("OpenAIModelList"), description="Ids are model config names; a personal "
+                                                   "config shadows a system one of that name.")),
+        ("post", "/v1/chat/completions", v1_op(
+            "openaiChatCompletions", "Chat completion (OpenAI format), streamed or not",
+            body="OpenAIChatRequest", ok=ref("OpenAIChatCompletion"), stream=True,
+            errors=(400, 404, 413, 429, 502, 504),
+            description="Relayed by the chat engine (retries, timeouts, stop on disconnect); "
+                        "one usage row per request, no chat session.")),
         ("get", "/api/openapi.json", op(
             "getOpenApi", "service", "This document", access="public",
             ok={"description": "The OpenAPI document itself, not enveloped.",
                 "content": {"application/json": {"schema": {"type": "object"}}}})),
     ]
+
+
+def v1_op(op_id: str, summary: str, *, ok: Schema, body: str | None = None,
+          stream: bool = False, errors: tuple[int, ...] = (),
+          description: str | None = None) -> Schema:
+    """An operation of the OpenAI-compatible surface: OpenAI's shapes, errors included."""
+    error = {"content": {"application/json": {"schema": ref("OpenAIError")}}}
+    content: dict[str, Any] = {"application/json": {"schema": ok}}
+    if stream:
+        content["text/event-stream"] = {"schema": {**STRING, "description": (
+            "chat.completion.chunk events, then `data: [DONE]`.")}}
+    operation: Schema = {
+        "operationId": op_id, "tags": ["openai"], "summary": summary,
+        "description": (description or "") + " Accepts a personal API key or a JWT.",
+        "responses": {"200": {"description": "Success.", "content": content},
+                      **{str(code): {"description": ERRORS[code][1], **error}
+                         for code in sorted({401, 500, *errors})}}}
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": ref(body)}}}
+    return operation
+
+
+def openai_schemas() -> dict[str, Schema]:
+    message = {"type": "object", "required": ["role"], "properties": {
+        "role": enum(("system", "developer", "user", "assistant", "tool")),
+        "content": {"anyOf": [STRING, array({"type": "object"}), NULL]}}}
+    return {
+        "OpenAIError": obj({"error": obj({"message": STRING, "type": STRING, "param": NULL,
+                                          "code": nullable(STRING)})}),
+        "OpenAIModelList": obj({"object": {"const": "list"}, "data": array(obj({
+            "id": STRING, "object": {"const": "model"}, "created": COUNT,
+            "owned_by": enum(("user", "system"))}))}),
+        "OpenAIChatRequest": {"type": "object", "required": ["model", "messages"],
+                              "properties": {
+                                  "model": text(1), "messages": array(message, minItems=1),
+                                  "stream": BOOL, "n": {"const": 1},
+                                  "stream_options": {"type": "object", "properties": {
+                                      "include_usage": BOOL}}},
+                              "description": "Other OpenAI parameters pass through upstream."},
+        "OpenAIChatCompletion": obj({
+            "id": STRING, "object": {"const": "chat.completion"}, "created": COUNT,
+            "model": STRING, "choices": array(obj({
+                "index": COUNT, "finish_reason": STRING,
+                "message": obj({"role": {"const": "assistant"}, "content": STRING,
+                                "reasoning_content": STRING}, ["role", "content"])})),
+            "usage": obj(TOKENS)}),
+        "ApiKeyCreate": optional({"name": text(1, 100), "expiresInDays": integer(1, 3650)},
+                                 ("name",)),
+    }
 
 
 def small_bodies() -> dict[str, Schema]:
@@ -513,14 +594,16 @@ def spec() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": name} for name in ("auth", "users", "models", "sessions", "chat",
-                                             "usage", "settings", "service")],
+                                             "usage", "keys", "settings", "service",
+                                             "openai")],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "bearerFormat": "JWT"}},
             "parameters": parameters(),
             "responses": responses(),
-            "schemas": {**request_schemas(), **small_bodies(), **response_schemas()},
+            "schemas": {**request_schemas(), **small_bodies(), **response_schemas(),
+                        **openai_schemas()},
         },
     }
 

@@ -129,12 +129,14 @@ class Setup:
                 session = await self.call("POST", "/api/sessions", self.token, json={
                     "modelConfigId": model["id"], "title": f"{shape} {i}"})
                 self.pools[shape].append(session["id"])
+        self.api_key = (await self.call("POST", "/api/keys", self.token,
+                                        json={"name": "bench"}))["key"]
+        # crud50's user: 200 sessions on a system model (a personal one on 127.0.0.1 would be
+        # refused: multi mode defaults to the public_only URL policy).
         self.crud_token = await self.user("crud")
-        crud_model = await self.call("POST", "/api/models", self.crud_token, json={
-            "name": "crud", "apiUrl": self.stack.upstream_url, "apiKey": "sk-crud"})
         for i in range(200):
             await self.call("POST", "/api/sessions", self.crud_token,
-                            json={"modelConfigId": crud_model["id"], "title": f"chat {i}"})
+                            json={"modelConfigId": model["id"], "title": f"chat {i}"})
 
     async def allow_streams(self, count: int) -> None:
         """One bench user runs every stream: lift the per-user cap (default 3) for it."""
@@ -148,6 +150,14 @@ class Setup:
                                {"sessionId": pool[i % len(pool)], "content": f"question {i}"},
                                headers, b'"type":"content"', b'"type":"complete"')
                 for i in range(n)]
+
+    def v1_targets(self, shape: str, n: int) -> list[loadgen.Target]:
+        """The same stream through the OpenAI-compatible surface, on a personal API key."""
+        body = {"model": f"bench-{shape}", "stream": True,
+                "messages": [{"role": "user", "content": "q"}]}
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        return [loadgen.Target(f"{self.stack.base}/v1/chat/completions", body, headers,
+                               b'"content":', b"[DONE]")] * n
 
     def direct_targets(self, shape: str, n: int) -> list[loadgen.Target]:
         body = {"model": f"bench-{shape}", "stream": True, "temperature": 0.7,
@@ -230,7 +240,8 @@ class Bench:
 
     async def run_stream(self, http, setup: Setup, stack: Stack, name: str, shape: str,
                          kind: str, n: int, waves: int, mode: str) -> Measure:
-        targets = (setup.direct_targets if mode == "direct" else setup.aichat_targets)(shape, n)
+        targets = {"direct": setup.direct_targets, "aichat": setup.aichat_targets,
+                   "v1": setup.v1_targets}[mode](shape, n)
         pid = stack.upstream.pid if mode == "direct" else stack.server.pid
 
         async def load() -> list[loadgen.StreamResult]:
@@ -286,7 +297,8 @@ class Bench:
         for i in range(rounds):
             order = ("direct", "aichat") if i % 2 == 0 else ("aichat", "direct")
             for name, shape, kind, n, waves in scenarios:
-                for mode in order:
+                # /v1 is measured beside /api/chat/stream on hold100 only (same code path).
+                for mode in order + (("v1",) if name == "hold100" else ()):
                     m = await self.run_stream(http, setup, stack, name, shape, kind, n, waves,
                                               mode)
                     self.streams.setdefault(f"{name}/{mode}", []).append(m)
@@ -345,9 +357,10 @@ class Bench:
         lines += ["", "Relay cost through aichat as a multiple of the direct floor (same run):", ""]
         for key, measures in self.streams.items():
             name, mode = key.split("/")
-            if mode == "aichat" and floors.get(name):
+            if mode in ("aichat", "v1") and floors.get(name):
                 cost = median_rows([m.row() for m in measures])["cpu_us_event"]
-                lines.append(f"- {name}: {cost:.1f} µs/event = {cost / floors[name]:.2f}× "
+                via = "" if mode == "aichat" else " via /v1/chat/completions"
+                lines.append(f"- {name}{via}: {cost:.1f} µs/event = {cost / floors[name]:.2f}× "
                              f"the direct floor ({floors[name]:.1f} µs/event)")
         lines += ["", "## crud50: GET /api/sessions (user with 200 sessions), 50 concurrent", "",
                   "| mode | requests | errors | req/s | p50 ms | p99 ms | server CPU µs/req "

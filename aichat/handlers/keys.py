@@ -1,0 +1,64 @@
+"""/api/keys: personal API keys for the OpenAI-compatible /v1 surface (JWT only here, so a
+leaked key cannot mint more keys or manage the account)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from ..auth import KEY_PREFIX, hash_key
+from ..errors import ApiError, not_found, ok
+from ..keys import config_key, db_key, user_key
+from ..store import apikeys
+from ..timeutil import iso
+from ..validate import integer, path_id, read_json, string
+from .usage import date_range
+
+routes = web.RouteTableDef()
+
+MAX_KEYS = 50
+PREFIX_CHARS = len(KEY_PREFIX) + 8  # shown in lists so a user can tell keys apart
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
+
+
+@routes.post("/api/keys")
+async def create_key(request: web.Request) -> web.Response:
+    db, user = request.app[db_key], request[user_key]
+    body = await read_json(request, request.app[config_key].max_json_body)
+    name = string(body, "name", max_len=100)
+    days = integer(body, "expiresInDays", lo=1, hi=3650)
+    expires = iso(datetime.now(UTC) + timedelta(days=days)) if days else None
+    key = new_key()
+    async with db.transaction() as tx:
+        if await apikeys.count(tx, user.id) >= MAX_KEYS:
+            raise ApiError(400, f"At most {MAX_KEYS} API keys per user; revoke one first")
+        row = await apikeys.create(tx, user.id, name, key[:PREFIX_CHARS], hash_key(key),
+                                   expires)
+    return ok({**row, "key": key}, "API key created: copy it now, it is not shown again")
+
+
+@routes.get("/api/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    return ok(await apikeys.list_for(request.app[db_key], request[user_key].id))
+
+
+@routes.delete("/api/keys/{id}")
+async def revoke_key(request: web.Request) -> web.Response:
+    db, user = request.app[db_key], request[user_key]
+    key_id = path_id(request, "id", "API key")
+    async with db.transaction() as tx:
+        if not await apikeys.delete(tx, key_id, user.id):
+            raise not_found("API key")
+    return ok(None, "API key revoked")
+
+
+@routes.get("/api/keys/usage")
+async def key_usage(request: web.Request) -> web.Response:
+    start, end = date_range(request)
+    rows = await apikeys.daily_usage(request.app[db_key], request[user_key].id, start, end)
+    return ok({"from": start, "to": end, "rows": rows})

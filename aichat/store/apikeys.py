@@ -1,0 +1,64 @@
+"""api_keys and api_usage: personal keys for /v1 (hash only) and what /v1 requests used."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .db import Reader, Transaction
+from .usage import Usage
+
+_PUBLIC = ("id, name, prefix, created_at AS createdAt, last_used_at AS lastUsedAt,"
+           " expires_at AS expiresAt")
+
+
+async def create(tx: Transaction, user_id: int, name: str, prefix: str, key_hash: str,
+                 expires_at: str | None) -> dict[str, Any]:
+    key_id = await tx.insert(
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)", (user_id, name, prefix, key_hash, expires_at))
+    return await tx.one(f"SELECT {_PUBLIC} FROM api_keys WHERE id = ?", (key_id,))
+
+
+async def count(db: Reader, user_id: int) -> int:
+    return await db.value("SELECT COUNT(*) FROM api_keys WHERE user_id = ?", (user_id,))
+
+
+async def list_for(db: Reader, user_id: int) -> list[dict[str, Any]]:
+    return await db.all(f"SELECT {_PUBLIC} FROM api_keys WHERE user_id = ?"
+                        " ORDER BY created_at DESC, id DESC", (user_id,))
+
+
+async def delete(tx: Transaction, key_id: int, user_id: int) -> bool:
+    cursor = await tx.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?",
+                              (key_id, user_id))
+    return cursor.rowcount > 0
+
+
+async def by_hash(db: Reader, key_hash: str) -> dict[str, Any] | None:
+    return await db.one("SELECT id, user_id, expires_at, last_used_at FROM api_keys"
+                        " WHERE key_hash = ?", (key_hash,))
+
+
+def touch(conn: sqlite3.Connection, key_id: int) -> None:
+    conn.execute("UPDATE api_keys SET last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                 " WHERE id = ?", (key_id,))
+
+
+def add_usage(conn: sqlite3.Connection, user_id: int, key_id: int | None, model: str,
+              provider: str | None, status: str, usage: Usage) -> None:
+    conn.execute(
+        "INSERT INTO api_usage (user_id, api_key_id, model, provider, status, prompt_tokens,"
+        " completion_tokens, total_tokens, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, key_id, model, provider, status, usage.prompt_tokens, usage.completion_tokens,
+         usage.total_tokens, int(usage.estimated)))
+
+
+async def daily_usage(db: Reader, user_id: int, start: str, end: str) -> list[dict[str, Any]]:
+    """Per UTC day and model, oldest day first."""
+    return await db.all(
+        "SELECT substr(created_at, 1, 10) AS date, model, COUNT(*) AS requests,"
+        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
+        " SUM(total_tokens) AS total_tokens FROM api_usage"
+        " WHERE user_id = ? AND created_at BETWEEN ? AND ?"
+        " GROUP BY date, model ORDER BY date, model", (user_id, start, end))
