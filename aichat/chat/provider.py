@@ -8,11 +8,12 @@ the round whether a retry or the non-streaming fallback may follow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
 from yarl import URL
@@ -116,6 +117,19 @@ class _IdleWatch:
             self._handle.cancel()
 
 
+@contextlib.contextmanager
+def _reading(watch: _IdleWatch, idle_s: float | None) -> Iterator[None]:
+    """Body-reading failures as ProviderErrors: silence (the watch closed it) or a drop."""
+    try:
+        yield
+    except aiohttp.ClientError:
+        if watch.fired:
+            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
+        raise ProviderError("AI API connection closed unexpectedly", "drop") from None
+    if watch.fired:  # closing the response may also end the read as a plain EOF
+        raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle")
+
+
 async def _post(http: aiohttp.ClientSession, target: Target, body: bytes,
                 idle_s: float | None, accept: str) -> aiohttp.ClientResponse:
     headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json",
@@ -192,41 +206,36 @@ async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
     watch = _IdleWatch(idle_s, response)
     clean = False
     try:
-        buffer = b""
-        async for piece in response.content.iter_any():
-            watch.touch()
-            buffer += piece
-            if b"\n" not in piece:
-                continue
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, event:/id:/retry: fields
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    result.done_marker = True
-                    clean = True
-                    return
-                try:
-                    chunk = jsonfast.loads(data)
-                except ValueError:
-                    chunk = None
-                if not isinstance(chunk, dict):
-                    result.junk_lines += 1
-                    if result.junk_lines <= 3:
-                        log.warning("skipped a malformed upstream line from %s", target.host)
+        with _reading(watch, idle_s):
+            buffer = b""
+            async for piece in response.content.iter_any():
+                watch.touch()
+                buffer += piece
+                if b"\n" not in piece:
                     continue
-                if "error" in chunk and not chunk.get("choices"):
-                    raise ProviderError(_stream_error(chunk, target.api_key), "status")
-                for event in _events(chunk):
-                    yield event
-        if watch.fired:
-            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle")
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, event:/id:/retry: fields
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        result.done_marker = clean = True
+                        return
+                    try:
+                        chunk = jsonfast.loads(data)
+                    except ValueError:
+                        chunk = None
+                    if not isinstance(chunk, dict):
+                        result.junk_lines += 1
+                        if result.junk_lines <= 3:
+                            log.warning("skipped a malformed upstream line from %s",
+                                        target.host)
+                        continue
+                    if "error" in chunk and not chunk.get("choices"):
+                        raise ProviderError(_stream_error(chunk, target.api_key), "status")
+                    for event in _events(chunk):
+                        yield event
         clean = True
-    except aiohttp.ClientError:
-        if watch.fired:
-            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
-        raise ProviderError("AI API connection closed unexpectedly", "drop") from None
     finally:
         watch.cancel()
         # A body we did not read to the end: close the connection so the provider stops now.
@@ -258,18 +267,13 @@ async def complete(http: aiohttp.ClientSession, target: Target, body: bytes,
     watch = _IdleWatch(idle_s, response)
     parts, size = [], 0
     try:
-        async for piece in response.content.iter_any():
-            watch.touch()
-            parts.append(piece)
-            size += len(piece)
-            if size > _MAX_JSON_BODY:
-                raise ProviderError("AI API response is too large", "garbage")
-        if watch.fired:
-            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle")
-    except aiohttp.ClientError:
-        if watch.fired:
-            raise ProviderError(f"AI API sent nothing for {idle_s:g}s", "idle") from None
-        raise ProviderError("AI API connection closed unexpectedly", "drop") from None
+        with _reading(watch, idle_s):
+            async for piece in response.content.iter_any():
+                watch.touch()
+                parts.append(piece)
+                size += len(piece)
+                if size > _MAX_JSON_BODY:
+                    raise ProviderError("AI API response is too large", "garbage")
     finally:
         watch.cancel()
         response.close()

@@ -146,6 +146,20 @@ class Round:
     def running(self) -> bool:
         return not self.done.is_set()
 
+    async def follow(self, wait_s: float) -> None:
+        """Wait for the round (from its HTTP handler); if the client leaves meanwhile, stop it
+        and let it finish (up to `wait_s`) before the handler's cancellation goes on.
+
+        A streamed round keeps its partial reply; a non-streamed one has no partial to keep, so
+        a client that gave up on it leaves nothing more stored (api.md §6.1).
+        """
+        try:
+            await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            self.cancel("disconnect", discard=not self.streamed)
+            await self.wait_done(wait_s)
+            raise
+
     def checkpoint_row(self) -> tuple | None:
         """This round's text for the checkpoint table, if it grew since the last one."""
         parts = len(self.text_parts) + len(self.reasoning_parts)

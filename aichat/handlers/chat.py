@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..chat import service
+from ..chat import relay, service
 from ..chat.request import parse_chat, parse_regenerate
 from ..chat.round import Round
 from ..chat.rounds import PERSIST_WAIT_S
 from ..errors import ApiError, not_found, ok
 from ..keys import config_key, db_key, registry_key, user_key
-from ..sse import SSEWriter
 from ..store import messages, sessions
 from ..validate import body_id, read_json
 
@@ -23,20 +21,6 @@ routes = web.RouteTableDef()
 
 async def _body(request: web.Request) -> dict[str, Any]:
     return await read_json(request, request.app[config_key].max_chat_body)
-
-
-async def _await_round(round_: Round) -> None:
-    """Wait for the round; if our client leaves meanwhile, stop it and let it finish first.
-
-    A streamed round keeps its partial reply; a non-streamed one has no partial to keep, so
-    a client that gave up on it leaves nothing more stored (api.md §6.1).
-    """
-    try:
-        await asyncio.shield(round_.task)
-    except asyncio.CancelledError:
-        round_.cancel("disconnect", discard=not round_.streamed)
-        await round_.wait_done(PERSIST_WAIT_S)
-        raise
 
 
 @asynccontextmanager
@@ -58,19 +42,10 @@ async def _stream(request: web.Request, prepared: service.Prepared) -> web.Strea
     app = request.app
     async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=True)
-        writer = SSEWriter(request, round_.settings.heartbeat_s,
-                           on_gone=lambda: round_.cancel("disconnect"))
-        try:
-            await writer.start()
-        except (ConnectionError, RuntimeError):
-            return writer.response  # the client left before the headers went out
-        round_.sink = writer
-        round_.start()
-    try:
-        await _await_round(round_)
-    finally:
-        await writer.close()
-    return writer.response
+        writer = await relay.begin(request, round_)
+    if writer is None:  # the client left before the headers went out
+        return web.Response(status=499)
+    return await relay.finish(round_, writer)
 
 
 @routes.post("/api/chat/stream")
@@ -109,7 +84,7 @@ async def complete_chat(request: web.Request) -> web.Response:
     async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=False)
         round_.start()
-    await _await_round(round_)
+    await round_.follow(PERSIST_WAIT_S)
     outcome = round_.outcome
     if outcome is not None and outcome.status == "error":
         if outcome.kind == "timeout":

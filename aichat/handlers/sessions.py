@@ -57,28 +57,31 @@ async def rename_session(request: web.Request) -> web.Response:
     return ok(await sessions.summary(db, session_id, user.id), "Chat session updated")
 
 
+async def _stop_round_of(request: web.Request, reason: str) -> tuple[int, int]:
+    """(session id, user id) of an owned session whose running round has been stopped, saving
+    nothing: what it would save is about to be deleted."""
+    user_id = request[user_key].id
+    session_id = path_id(request, "id", "session")
+    if await sessions.owned(request.app[db_key], session_id, user_id) is None:
+        raise not_found(NOT_FOUND)
+    await request.app[registry_key].cancel_session(session_id, reason, discard=True)
+    return session_id, user_id
+
+
 @routes.delete("/api/sessions/{id}")
 async def delete_session(request: web.Request) -> web.Response:
-    db, user = request.app[db_key], request[user_key]
-    session_id = path_id(request, "id", "session")
-    if await sessions.owned(db, session_id, user.id) is None:
-        raise not_found(NOT_FOUND)
-    await request.app[registry_key].cancel_session(session_id, "deleted", discard=True)
-    async with db.transaction() as tx:
-        if not await sessions.delete(tx, session_id, user.id):
+    session_id, user_id = await _stop_round_of(request, "deleted")
+    async with request.app[db_key].transaction() as tx:
+        if not await sessions.delete(tx, session_id, user_id):
             raise not_found(NOT_FOUND)
     return ok(None, "Chat session deleted")
 
 
 @routes.delete("/api/sessions/{id}/messages")
 async def clear_messages(request: web.Request) -> web.Response:
-    db, user = request.app[db_key], request[user_key]
-    session_id = path_id(request, "id", "session")
-    if await sessions.owned(db, session_id, user.id) is None:
-        raise not_found(NOT_FOUND)
-    await request.app[registry_key].cancel_session(session_id, "cleared", discard=True)
-    async with db.transaction() as tx:
-        if await sessions.owned(tx, session_id, user.id) is None:
+    session_id, user_id = await _stop_round_of(request, "cleared")
+    async with request.app[db_key].transaction() as tx:
+        if await sessions.owned(tx, session_id, user_id) is None:
             raise not_found(NOT_FOUND)
         await messages.delete_for_session(tx, session_id)
     return ok(None, "Messages cleared")

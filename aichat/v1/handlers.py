@@ -6,7 +6,6 @@ name: the one they made themselves is the one they mean.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import Any
@@ -16,13 +15,13 @@ from aiohttp import web
 from .. import settings
 from ..auth import api_key_ok
 from ..chat.context import CONVERSATION_OVERHEAD, MESSAGE_OVERHEAD, Context
+from ..chat import relay
 from ..chat.round import Waits
 from ..chat.rounds import PERSIST_WAIT_S
 from ..errors import ApiError, json_response
 from ..keys import (cipher_key, config_key, db_key, http_key, registry_key, tokenizer_key,
                     user_key)
 from ..security.crypto import DecryptError
-from ..sse import SSEWriter
 from ..store import models
 from ..validate import read_json
 from .middlewares import api_key_id_key
@@ -146,34 +145,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         round_.start()
     finally:
         registry.release(user.id)
-    await _await(round_)
+    await round_.follow(PERSIST_WAIT_S)
     return _completion(round_)
-
-
-async def _await(round_: ApiRound) -> None:
-    try:
-        await asyncio.shield(round_.task)
-    except asyncio.CancelledError:  # the client hung up: stop the upstream call too
-        round_.cancel("disconnect", discard=not round_.streamed)
-        await round_.wait_done(PERSIST_WAIT_S)
-        raise
 
 
 async def _stream(request: web.Request, round_: ApiRound,
                   include_usage: bool) -> web.StreamResponse:
-    writer = SSEWriter(request, round_.settings.heartbeat_s,
-                       on_gone=lambda: round_.cancel("disconnect"))
-    try:
-        await writer.start()
-    except (ConnectionError, RuntimeError):
-        return writer.response
-    round_.sink = OpenAISink(writer, round_.model["name"], include_usage)
-    round_.start()
-    try:
-        await _await(round_)
-    finally:
-        await writer.close()
-    return writer.response
+    writer = await relay.begin(request, round_, lambda writer: OpenAISink(
+        writer, round_.model["name"], include_usage))
+    if writer is None:  # the client left before the headers went out
+        return web.Response(status=499)
+    return await relay.finish(round_, writer)
 
 
 def _completion(round_: ApiRound) -> web.Response:

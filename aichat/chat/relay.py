@@ -1,0 +1,37 @@
+"""Relaying a round to an HTTP client as a stream, whatever the event format."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from aiohttp import web
+
+from ..sse import SSEWriter
+from .round import Round
+from .rounds import PERSIST_WAIT_S
+
+
+async def begin(request: web.Request, round_: Round,
+                sink: Callable[[SSEWriter], Any] = lambda writer: writer) -> SSEWriter | None:
+    """Send the headers, then start the round with its events going to `sink(writer)`.
+
+    None if the client left before the headers went out (the round is not started).
+    """
+    writer = SSEWriter(request, round_.settings.heartbeat_s,
+                       on_gone=lambda: round_.cancel("disconnect"))
+    try:
+        await writer.start()
+    except (ConnectionError, RuntimeError):
+        return None
+    round_.sink = sink(writer)
+    round_.start()
+    return writer
+
+
+async def finish(round_: Round, writer: SSEWriter) -> web.StreamResponse:
+    """Follow the round to its end, then close the stream (heartbeat stopped, body ended)."""
+    try:
+        await round_.follow(PERSIST_WAIT_S)
+    finally:
+        await writer.close()
+    return writer.response
