@@ -293,6 +293,9 @@ class Bench:
         for target in warm:
             await loadgen.stream(http, target, 30)
         self.memory["rss_warm_mb"] = await settle(pid) / 2**20
+        for target in setup.aichat_targets("200x0", 95):  # to 100 streams in all
+            await loadgen.stream(http, target, 30)
+        self.memory["rss_100_mb"] = await settle(pid) / 2**20
         rounds = 1 if self.quick else self.args.rounds
         for i in range(rounds):
             order = ("direct", "aichat") if i % 2 == 0 else ("aichat", "direct")
@@ -378,6 +381,7 @@ class Bench:
                   f"- idle RSS after start: {m['rss_start_mb']:.1f} MB",
                   f"- idle RSS after 5 warm-up streams (tokenizer loaded): "
                   f"{m['rss_warm_mb']:.1f} MB",
+                  f"- idle RSS after 100 streams: {m['rss_100_mb']:.1f} MB",
                   f"- idle RSS after all loads: {m['rss_after_loads_mb']:.1f} MB"]
         if len(self.leak) >= 2:
             base = self.leak[1]

@@ -154,3 +154,39 @@ async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
     finally:
         server.kill()
         server.wait(10)
+
+
+async def test_sigterm_stops_running_rounds_and_saves_them_before_exit(upstream, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    db = str(tmp_path / "app.db")
+    try:
+        async with aiohttp.ClientSession() as http:
+            await healthy(http, base)
+            async with http.post(f"{base}/api/auth/register",
+                                 json={"username": "owner", "password": "password1"}) as r:
+                auth = {"Authorization": f"Bearer {(await r.json())['data']['token']}"}
+            async with http.post(f"{base}/api/models", headers=auth, json={
+                    "name": "fake-model", "apiUrl": upstream.url, "apiKey": "sk-x"}) as r:
+                model = (await r.json())["data"]
+            async with http.post(f"{base}/api/sessions", headers=auth,
+                                 json={"modelConfigId": model["id"]}) as r:
+                session = (await r.json())["data"]
+            upstream.queue(Reply(tokens=[f"w{i} " for i in range(500)], delay=0.01))
+            async with http.post(f"{base}/api/chat/stream", headers=auth,
+                                 json={"sessionId": session["id"], "content": "go"}) as r:
+                reader = SSEStream(r)
+                await reader.until("content")
+                server.send_signal(signal.SIGTERM)
+                events = await reader.rest()
+            assert events[-1]["type"] == "stop" and events[-1]["reason"] == "cancelled"
+            assert await asyncio.to_thread(server.wait, 20) == 0
+            await asyncio.wait_for(upstream.requests[0].disconnected.wait(), 5)
+            saved = rows(db, "SELECT content, status FROM messages WHERE role = 'assistant'")
+            assert len(saved) == 1 and saved[0][1] == "stopped"
+            assert saved[0][0] == reader.text().strip()
+            assert rows(db, "SELECT * FROM round_checkpoints") == []
+    finally:
+        server.kill()
+        server.wait(10)
