@@ -353,8 +353,8 @@ class Bench:
                 floors[name] = row["cpu_us_event"]
             lines.append(
                 f"| {name} | {mode} | {row['streams']:.0f} | {row['failed']:.0f} "
-                f"| {row['ttft_p50']:.1f} | {row['ttft_p99']:.1f} | {row['total_p50']:.2f} "
-                f"| {row['total_p99']:.2f} | {row['gap_p99']:.1f} | {row['events_per_s']:.0f} "
+                f"| {row['ttft_p50']:.1f} | {row['ttft_p99']:.1f} | {row['total_p50']:.3f} "
+                f"| {row['total_p99']:.3f} | {row['gap_p99']:.1f} | {row['events_per_s']:.0f} "
                 f"| {row['cpu_us_event']:.1f} | {row['cpu_ms_stream']:.2f} "
                 f"| {row['peak_rss_mb']:.1f} |")
         lines += ["", "Relay cost through aichat as a multiple of the direct floor (same run):", ""]

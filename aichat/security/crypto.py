@@ -11,11 +11,15 @@ import binascii
 import hashlib
 import os
 
-from Crypto.Cipher import AES
-
 PREFIX = "v1:"
 NONCE_BYTES = 12
 TAG_BYTES = 16
+
+
+def _gcm(key: bytes, nonce: bytes) -> object:
+    # pycryptodome is imported on first use: an idle server needs no cipher (idle RSS budget).
+    from Crypto.Cipher import AES
+    return AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
 
 
 class DecryptError(ValueError):
@@ -39,7 +43,7 @@ class KeyCipher:
 
     def encrypt(self, plaintext: str, aad: bytes) -> str:
         nonce = os.urandom(NONCE_BYTES)
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher = _gcm(self._key, nonce)
         cipher.update(aad)
         ciphertext, tag = cipher.encrypt_and_digest(plaintext.encode("utf-8"))
         return PREFIX + base64.b64encode(nonce + ciphertext + tag).decode("ascii")
@@ -64,7 +68,7 @@ class KeyCipher:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise DecryptError("API key ciphertext is too short")
         nonce, ciphertext, tag = blob[:NONCE_BYTES], blob[NONCE_BYTES:-TAG_BYTES], blob[-TAG_BYTES:]
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher = _gcm(self._key, nonce)
         cipher.update(aad)
         try:
             return cipher.decrypt_and_verify(ciphertext, tag).decode("utf-8")

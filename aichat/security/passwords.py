@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import bcrypt
-
 MAX_BYTES = 72  # bcrypt ignores (bcrypt 5 refuses) anything longer
 
 
@@ -15,7 +13,13 @@ class PasswordHasher:
         self._dummy: bytes | None = None
 
     def _hash(self, password: str) -> str:
+        import bcrypt  # lazily, like the other crypto libraries: idle RSS (bench/README.md)
         return bcrypt.hashpw(password.encode(), bcrypt.gensalt(self.rounds)).decode("ascii")
+
+    @staticmethod
+    def _check(password: bytes, hashed: bytes) -> bool:
+        import bcrypt
+        return bcrypt.checkpw(password, hashed)
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hash, password)
@@ -26,6 +30,6 @@ class PasswordHasher:
         if hashed is None or len(encoded) > MAX_BYTES:
             if self._dummy is None:
                 self._dummy = (await self.hash("timing-only")).encode("ascii")
-            await asyncio.to_thread(bcrypt.checkpw, b"x", self._dummy)
+            await asyncio.to_thread(self._check, b"x", self._dummy)
             return False
-        return await asyncio.to_thread(bcrypt.checkpw, encoded, hashed.encode("ascii"))
+        return await asyncio.to_thread(self._check, encoded, hashed.encode("ascii"))

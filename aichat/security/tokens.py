@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import jwt
-
 LIFETIME_S = 86400
 
 
@@ -34,6 +32,7 @@ class TokenService:
         now = int(self._clock())
         payload = {"userId": user_id, "username": username, "role": role, "tv": token_version,
                    "iat": now, "exp": now + LIFETIME_S}
+        import jwt  # on first use, like bcrypt and pycryptodome (idle RSS)
         return jwt.encode(payload, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Claims | None:
@@ -54,6 +53,7 @@ class TokenService:
 
     def _decode(self, token: str) -> tuple[Claims, int] | None:
         """Signature and claim types; expiry is checked by the caller against our clock."""
+        import jwt
         try:
             payload = jwt.decode(token, self._secret, algorithms=["HS256"],
                                  options={"require": ["exp", "iat", "userId"],
