@@ -90,9 +90,6 @@ class Registry:
             if round_.ended_at is not None and now - round_.ended_at > GUARD_WINDOW_S:
                 del self._last_streamed[session_id]
 
-    def forget(self, session_id: int) -> None:
-        self._last_streamed.pop(session_id, None)
-
     @asynccontextmanager
     async def reserve(self, session_id: int) -> AsyncIterator[None]:
         """Serialise round starts on a session and cancel the one running (it ends `stopped`)."""

@@ -15,7 +15,6 @@ from aiohttp import web
 from .. import settings
 from ..errors import ApiError, not_found
 from ..keys import cipher_key, config_key, db_key, http_key, registry_key, tokenizer_key
-from ..security.crypto import DecryptError
 from ..store import messages, models, sessions
 from ..store import settings as settings_store
 from ..store.users import User
@@ -50,13 +49,11 @@ async def _session_model(app: web.Application, user: User, session_id: int) -> d
     session = await sessions.owned(db, session_id, user.id)
     if session is None:
         raise not_found("Chat session")
-    model = await models.for_round(db, session["model_config_id"])
+    # A key that does not decrypt is the round's error to report, after the user message.
+    model = await models.upstream(db, app[cipher_key], session["model_config_id"],
+                                  strict=False)
     if model is None:
         raise not_found("Model configuration")
-    try:
-        model["api_key"] = models.decrypt_key(app[cipher_key], model)
-    except DecryptError as e:
-        model["api_key"] = e  # the round reports it as its error, after the user message
     return model
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..security.crypto import KeyCipher, model_aad
+from ..security.crypto import DecryptError, KeyCipher, model_aad
 from .db import Reader, Transaction
 
 _COLUMNS = ("id, user_id AS userId, name, api_url AS apiUrl, '' AS apiKey,"
@@ -112,9 +112,16 @@ def decrypt_key(cipher: KeyCipher, row: dict[str, Any]) -> str:
     return cipher.decrypt(row["api_key"], model_aad(row["id"]))
 
 
-async def upstream(db: Reader, cipher: KeyCipher, model_id: int) -> dict[str, Any] | None:
-    """`for_round` with the key decrypted (raises DecryptError)."""
+async def upstream(db: Reader, cipher: KeyCipher, model_id: int, *,
+                   strict: bool = True) -> dict[str, Any] | None:
+    """`for_round` with the key decrypted. A key that does not decrypt raises DecryptError,
+    or with `strict=False` is replaced by that error, for the round to report it."""
     row = await for_round(db, model_id)
     if row is not None:
-        row["api_key"] = decrypt_key(cipher, row)
+        try:
+            row["api_key"] = decrypt_key(cipher, row)
+        except DecryptError as e:
+            if strict:
+                raise
+            row["api_key"] = e
     return row

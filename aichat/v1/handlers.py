@@ -21,7 +21,6 @@ from ..chat.rounds import PERSIST_WAIT_S
 from ..errors import ApiError, json_response
 from ..keys import (cipher_key, config_key, db_key, http_key, registry_key, tokenizer_key,
                     user_key)
-from ..security.crypto import DecryptError
 from ..store import models
 from ..validate import read_json
 from .middlewares import api_key_id_key
@@ -96,12 +95,8 @@ async def _model(app: Any, user_id: int, name: Any) -> dict[str, Any]:
         " ORDER BY user_id IS NULL LIMIT 1", (name, user_id))
     if row is None:
         raise ApiError(404, f"The model '{name}' does not exist")
-    model = await models.for_round(app[db_key], row["id"])
-    try:
-        model["api_key"] = models.decrypt_key(app[cipher_key], model)
-    except DecryptError as e:
-        model["api_key"] = e  # reported by the round as its error
-    return model
+    # A key that does not decrypt is reported by the round as its error.
+    return await models.upstream(app[db_key].quick, app[cipher_key], row["id"], strict=False)
 
 
 @routes.post("/chat/completions")
