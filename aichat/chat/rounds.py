@@ -44,6 +44,7 @@ class Registry:
         self._last_streamed: dict[int, RoundLike] = {}
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self._claims: dict[int, int] = {}  # rounds of a user being set up, not yet running
+        self._per_user: dict[int, int] = {}  # running rounds per user, so a claim is O(1)
         self._pruned_at = 0.0
 
     def running(self, session_id: int) -> RoundLike | None:
@@ -53,7 +54,11 @@ class Registry:
         return list(self._running.values())
 
     def add(self, round_: RoundLike) -> None:
+        replaced = self._running.get(round_.key)  # one that outlived its 5 s to stop
+        if replaced is not None:
+            self._uncount(replaced.user_id)
         self._running[round_.key] = round_
+        self._per_user[round_.user_id] = self._per_user.get(round_.user_id, 0) + 1
         if round_.streamed and round_.session_id is not None:
             self._last_streamed[round_.session_id] = round_
             # A sweep per second at most: a burst of starts must not cost O(n²).
@@ -65,13 +70,23 @@ class Registry:
     def remove(self, round_: RoundLike) -> None:
         if self._running.get(round_.key) is round_:
             del self._running[round_.key]
+            self._uncount(round_.user_id)
+
+    def _uncount(self, user_id: int) -> None:
+        left = self._per_user.get(user_id, 0) - 1
+        if left > 0:
+            self._per_user[user_id] = left
+        else:
+            self._per_user.pop(user_id, None)
 
     def claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
         """Book one of the user's `limit` concurrent rounds (a round on this same session does
         not count: the new one replaces it). False when all are taken; else call `release`
         once the round is running or its set-up failed."""
-        others = sum(1 for r in self._running.values()
-                     if r.user_id == user_id and r.session_id != session_id)
+        others = self._per_user.get(user_id, 0)
+        same = self._running.get(session_id) if session_id is not None else None
+        if same is not None and same.user_id == user_id:
+            others -= 1
         if others + self._claims.get(user_id, 0) >= limit:
             return False
         self._claims[user_id] = self._claims.get(user_id, 0) + 1
