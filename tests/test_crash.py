@@ -98,6 +98,21 @@ async def healthy(http: aiohttp.ClientSession, base: str) -> None:
             await asyncio.sleep(0.05)
 
 
+async def owner_with_session(http: aiohttp.ClientSession, base: str,
+                             upstream_url: str) -> tuple[dict[str, str], dict]:
+    """Once the server is up: its first user (owner), a model on the fake upstream, a session."""
+    await healthy(http, base)
+    async with http.post(f"{base}/api/auth/register",
+                         json={"username": "owner", "password": "password1"}) as r:
+        auth = {"Authorization": f"Bearer {(await r.json())['data']['token']}"}
+    async with http.post(f"{base}/api/models", headers=auth, json={
+            "name": "fake-model", "apiUrl": upstream_url, "apiKey": "sk-x"}) as r:
+        model = (await r.json())["data"]
+    async with http.post(f"{base}/api/sessions", headers=auth,
+                         json={"modelConfigId": model["id"]}) as r:
+        return auth, (await r.json())["data"]
+
+
 async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
         upstream, tmp_path):
     port = free_port()
@@ -106,17 +121,7 @@ async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
     db = str(tmp_path / "app.db")
     try:
         async with aiohttp.ClientSession() as http:
-            await healthy(http, base)
-            async with http.post(f"{base}/api/auth/register",
-                                 json={"username": "owner", "password": "password1"}) as r:
-                token = (await r.json())["data"]["token"]
-            auth = {"Authorization": f"Bearer {token}"}
-            async with http.post(f"{base}/api/models", headers=auth, json={
-                    "name": "fake-model", "apiUrl": upstream.url, "apiKey": "sk-x"}) as r:
-                model = (await r.json())["data"]
-            async with http.post(f"{base}/api/sessions", headers=auth,
-                                 json={"modelConfigId": model["id"]}) as r:
-                session = (await r.json())["data"]
+            auth, session = await owner_with_session(http, base, upstream.url)
             tokens = [f"w{i} " for i in range(400)]
             upstream.queue(Reply(tokens=tokens, delay=0.01))
             response = await http.post(f"{base}/api/chat/stream", headers=auth,
@@ -163,16 +168,7 @@ async def test_sigterm_stops_running_rounds_and_saves_them_before_exit(upstream,
     db = str(tmp_path / "app.db")
     try:
         async with aiohttp.ClientSession() as http:
-            await healthy(http, base)
-            async with http.post(f"{base}/api/auth/register",
-                                 json={"username": "owner", "password": "password1"}) as r:
-                auth = {"Authorization": f"Bearer {(await r.json())['data']['token']}"}
-            async with http.post(f"{base}/api/models", headers=auth, json={
-                    "name": "fake-model", "apiUrl": upstream.url, "apiKey": "sk-x"}) as r:
-                model = (await r.json())["data"]
-            async with http.post(f"{base}/api/sessions", headers=auth,
-                                 json={"modelConfigId": model["id"]}) as r:
-                session = (await r.json())["data"]
+            auth, session = await owner_with_session(http, base, upstream.url)
             upstream.queue(Reply(tokens=[f"w{i} " for i in range(500)], delay=0.01))
             async with http.post(f"{base}/api/chat/stream", headers=auth,
                                  json={"sessionId": session["id"], "content": "go"}) as r:

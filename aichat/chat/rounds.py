@@ -38,6 +38,14 @@ class RoundLike(Protocol):
     async def wait_done(self, timeout: float) -> bool: ...
 
 
+def _decrement(counts: dict[int, int], key: int) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class Registry:
     def __init__(self) -> None:
         self._running: dict[int, RoundLike] = {}
@@ -73,11 +81,7 @@ class Registry:
             self._uncount(round_.user_id)
 
     def _uncount(self, user_id: int) -> None:
-        left = self._per_user.get(user_id, 0) - 1
-        if left > 0:
-            self._per_user[user_id] = left
-        else:
-            self._per_user.pop(user_id, None)
+        _decrement(self._per_user, user_id)
 
     def claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
         """Book one of the user's `limit` concurrent rounds (a round on this same session does
@@ -93,11 +97,7 @@ class Registry:
         return True
 
     def release(self, user_id: int) -> None:
-        left = self._claims.get(user_id, 0) - 1
-        if left > 0:
-            self._claims[user_id] = left
-        else:
-            self._claims.pop(user_id, None)
+        _decrement(self._claims, user_id)
 
     def _forget_old(self) -> None:
         now = time.monotonic()
