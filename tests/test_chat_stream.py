@@ -483,7 +483,7 @@ async def test_idle_upstream_mid_stream_is_aborted_and_partial_saved(chat_factor
     chat.upstream.queue(Reply(stall_after=2))
     started = time.monotonic()
     stream = await stream_of(chat)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 5  # the stall lasts an hour: the 0.2 s limit ended it
     assert stream.text() == "Hello, "
     terminal = stream.events[-1]
     assert terminal["type"] == "error", stream.events
@@ -506,8 +506,9 @@ async def test_no_headers_within_the_idle_limit_is_retried(chat_factory):
     assert stream.events[-1]["type"] == "complete"
     first, second = chat.upstream.requests
     assert second.stream
-    assert 0.2 <= second.started - first.started < 0.9
-    await asyncio.wait_for(first.finished.wait(), 3)
+    assert second.started - first.started >= 0.2  # the idle limit, then the wait
+    # aichat hung up on the first before its headers (due after 1 s) ever came.
+    await asyncio.wait_for(first.disconnected.wait(), 3)
 
 
 async def test_total_timeout_bounds_the_round(chat_factory):
@@ -515,7 +516,7 @@ async def test_total_timeout_bounds_the_round(chat_factory):
     chat.upstream.queue(Reply(tokens=[f"w{i} " for i in range(50)], delay=0.1))
     started = time.monotonic()
     stream = await stream_of(chat)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4  # the stream would take 5 s; the budget is 0.5 s
     terminal = stream.events[-1]
     assert terminal["type"] == "error"
     assert terminal["error"] == "AI API request timed out"
