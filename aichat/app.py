@@ -10,30 +10,32 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from . import netpolicy, settings
-from .accounts import valid_password, valid_username
-from .chat.checkpoints import Checkpointer
-from .chat.rounds import Registry
-from .chat.tokens import heuristic
-from .chat.tokens import Tokenizer
-from .config import Config, ConfigError
-from .cors import setup_cors
-from .errors import ApiError
-from .handlers import auth as auth_handlers
-from .handlers import chat, keys, meta, models, openapi, sessions, usage, users
-from .handlers import settings as settings_handlers
-from .keys import (cipher_key, config_key, db_key, hasher_key, http_key, limiter_key,
-                   registry_key, resolver_key, tokenizer_key, tokens_key, trusted_proxies_key)
-from .middlewares import auth_middleware, error_middleware
-from .ratelimit import FailureLimiter, parse_networks
-from .security import secrets_file
-from .security.crypto import KeyCipher
-from .security.passwords import PasswordHasher
-from .security.tokens import TokenService
-from .store import checkpoints
-from .v1 import create_v1_app
-from .store import db as database
-from .store import users as users_store
+from aichat.upstream import netpolicy
+from aichat.settings import system as settings
+from aichat.security.accounts import valid_password, valid_username
+from aichat.chat.checkpointer import Checkpointer
+from aichat.chat.registry import Registry
+from aichat.chat.tokenizer import heuristic
+from aichat.chat.tokenizer import Tokenizer
+from aichat.settings.config import Config, ConfigError
+from aichat.http.cors import setup_cors
+from aichat.http.errors import ApiError
+from aichat.handlers import auth as auth_handlers
+from aichat.handlers import chat, api_keys as keys, meta, models, openapi, sessions, usage, users
+from aichat.handlers import settings as settings_handlers
+from aichat.http.appkeys import (cipher_key, config_key, db_key, hasher_key, http_key, limiter_key,
+                                 registry_key, resolver_key, tokenizer_key, tokens_key,
+                                 trusted_proxies_key)
+from aichat.http.middlewares import auth_middleware, error_middleware
+from aichat.security.ratelimit import FailureLimiter, parse_networks
+from aichat.security import secrets_file
+from aichat.security.crypto import KeyCipher
+from aichat.security.passwords import PasswordHasher
+from aichat.security.jwt_tokens import TokenService
+from aichat.store import checkpoints
+from aichat.v1 import create_v1_app
+from aichat.store import db as database
+from aichat.store import users as users_store
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     # One pool for every upstream call. No total timeout here: each round sets its own budget.
     if resolver_key not in app:
         app[resolver_key] = DefaultResolver()  # needs the running loop, so made here
-    # Every new connection's address passes the upstream URL policy (netpolicy.py) first.
+    # Every new connection's address passes the upstream URL policy (upstream/netpolicy.py) first.
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300,
                                      resolver=app[resolver_key],
                                      socket_factory=netpolicy.guarded_socket)

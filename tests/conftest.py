@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from aichat.app import create_app
-from aichat.config import Config
+from aichat.settings.config import Config
 
 from .helpers import Api
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from aichat.config import Config
+from aichat.settings.config import Config
 
 
 def assert_error(status: int, body: dict, expected_status: int, contains: str = "") -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import streams, test_utils, web
 
-from aichat.keys import config_key
+from aichat.http.appkeys import config_key
 
 MIN_CHARS = 4  # a shorter value would match ordinary text by chance ("k", "abc")
 MAX_PARSED_BODY = 4 * 1024 * 1024  # raw `data=` bodies parsed for secrets up to this size

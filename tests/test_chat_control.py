@@ -25,7 +25,7 @@ async def open_stream(chat, content: str = "Tell me a story", **kwargs):
 
 def running_round(chat):
     """The session's round as the app holds it, to await its end instead of polling."""
-    from aichat.keys import registry_key
+    from aichat.http.appkeys import registry_key
     return chat.api.client.app[registry_key].running(chat.session_id)
 
 

@@ -1,4 +1,4 @@
-"""Schemathesis against the live server: no 500s, and every answer as aichat.openapi describes it.
+"""Schemathesis against the live server: no 500s, and every answer as aichat.http.openapi describes it.
 
 The server runs as a subprocess (`python server.py`) because schemathesis calls are synchronous:
 an app on this process's event loop would deadlock. It gets a fresh database, an admin (whose
@@ -37,8 +37,8 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from aichat import openapi
-from aichat.config import env_names
+from aichat.http import openapi
+from aichat.settings.config import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = 25

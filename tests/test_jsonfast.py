@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichat import jsonfast
+from aichat.http import jsonfast
 
 SAMPLES = [
     {"type": "content", "content": "plain"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichat.ratelimit import FailureLimiter
+from aichat.security.ratelimit import FailureLimiter
 
 from .fake_upstream import Reply
 from .helpers import SSEStream, assert_error

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from aichat import maintenance
-from aichat.config import Config, ConfigError, env_names
-from aichat.maintenance import MaintenanceError, backup, rotate_key
+from aichat.cli import maintenance
+from aichat.settings.config import Config, ConfigError, env_names
+from aichat.cli.maintenance import MaintenanceError, backup, rotate_key
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
 
 from .helpers import Api, Chat

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aichat.keys import cipher_key, db_key
+from aichat.http.appkeys import cipher_key, db_key
 from aichat.security.crypto import DecryptError
 from aichat.store.models import upstream
 

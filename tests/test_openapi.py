@@ -9,14 +9,14 @@ from typing import Any
 import schemathesis
 import yaml
 
-from aichat import openapi
+from aichat.http import openapi
 from aichat.app import create_app
-from aichat.auth import access_of
+from aichat.http.access import access_of
 
 from .conftest import make_config
 
 YAML_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
-REGENERATE = "run `python -m aichat.openapi > openapi.yaml`"
+REGENERATE = "run `python -m aichat.http.openapi > openapi.yaml`"
 
 
 def documented() -> dict[tuple[str, str], dict[str, Any]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from aichat.keys import db_key
+from aichat.http.appkeys import db_key
 from aichat.store import messages as messages_store
 
 URL = "https://api.example.com/v1/chat/completions"

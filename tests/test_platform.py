@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from aichat.app import create_app
-from aichat.config import Config, ConfigError, env_names, load, read_dotenv
-from aichat.errors import ApiError
-from aichat.middlewares import error_middleware
+from aichat.settings.config import Config, ConfigError, env_names, load, read_dotenv
+from aichat.http.errors import ApiError
+from aichat.http.middlewares import error_middleware
 from aichat.security import secrets_file
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
 from aichat.store import db as database

@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from aichat.keys import db_key
+from aichat.http.appkeys import db_key
 from aichat.store import messages as messages_store
 
 URL = "https://api.example.com/v1/chat/completions"

@@ -112,7 +112,7 @@ async def test_health_and_alias_are_public(api):
 
 
 async def test_health_reports_503_when_the_database_is_gone(api):
-    from aichat.keys import db_key
+    from aichat.http.appkeys import db_key
     await api.client.app[db_key].conn.close()
     status, body = await api.call("GET", "/api/health")
     assert status == 503

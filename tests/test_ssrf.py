@@ -7,8 +7,9 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver
 
-from aichat import netpolicy
-from aichat.netpolicy import BlockedAddress, Guard, NetPolicy, guarded_socket, why_not_public
+from aichat.upstream import netpolicy
+from aichat.upstream.netpolicy import (BlockedAddress, Guard, NetPolicy, guarded_socket,
+                                       why_not_public)
 
 from .helpers import SSEStream
 

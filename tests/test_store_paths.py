@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
-from aichat.security.tokens import TokenService
+from aichat.security.jwt_tokens import TokenService
 from aichat.store import db as database
 
 

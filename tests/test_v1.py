@@ -10,7 +10,7 @@ import sqlite3
 import openai
 import pytest
 
-from aichat.keys import registry_key
+from aichat.http.appkeys import registry_key
 
 from .fake_upstream import Reply
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .tokens import Tokenizer
+from aichat.chat.tokenizer import Tokenizer
 
 HISTORY_MESSAGES = 50
 CONVERSATION_OVERHEAD = 3

@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from ..sse import SSEWriter
-from .round import Round
-from .rounds import PERSIST_WAIT_S
+from aichat.sse import SSEWriter
+from aichat.chat.round import Round
+from aichat.chat.registry import PERSIST_WAIT_S
 
 
 async def begin(request: web.Request, round_: Round,

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ApiError
-from ..validate import body_id
+from aichat.http.errors import ApiError
+from aichat.http.validate import body_id
 
 MAX_CONTENT = 10000
 MAX_IMAGES = 4

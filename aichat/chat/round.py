@@ -20,18 +20,19 @@ import aiohttp
 
 from yarl import URL
 
-from .. import jsonfast, netpolicy
-from ..security.crypto import DecryptError
-from ..settings import StreamSettings
-from ..store import checkpoints
-from ..store import messages as messages_store
-from ..store import usage as usage_store
-from ..store.db import Database
-from ..store.usage import Usage
-from . import provider
-from .context import Context
-from .provider import CONTENT, FINISH, REASONING, USAGE, ProviderError, Target
-from .tokens import Tokenizer
+from aichat.http import jsonfast
+from aichat.upstream import netpolicy
+from aichat.security.crypto import DecryptError
+from aichat.settings.system import StreamSettings
+from aichat.store import checkpoints
+from aichat.store import messages as messages_store
+from aichat.store import usage as usage_store
+from aichat.store.db import Database
+from aichat.store.usage import Usage
+from aichat.upstream import client as provider
+from aichat.chat.context import Context
+from aichat.upstream.client import CONTENT, FINISH, REASONING, USAGE, ProviderError, Target
+from aichat.chat.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import settings
-from ..errors import ApiError, not_found
-from ..keys import cipher_key, config_key, db_key, http_key, registry_key, tokenizer_key
-from ..store import messages, models, sessions
-from ..store import settings as settings_store
-from ..store.users import User
-from .context import HISTORY_MESSAGES, fit
-from ..settings import StreamSettings
-from .request import ChatRequest, RegenerateRequest
-from .round import Round, Waits
+from aichat.settings import system as settings
+from aichat.http.errors import ApiError, not_found
+from aichat.http.appkeys import (cipher_key, config_key, db_key, http_key, registry_key,
+                                 tokenizer_key)
+from aichat.store import messages, models, sessions
+from aichat.store import settings as settings_store
+from aichat.store.users import User
+from aichat.chat.context import HISTORY_MESSAGES, fit
+from aichat.settings.system import StreamSettings
+from aichat.chat.request import ChatRequest, RegenerateRequest
+from aichat.chat.round import Round, Waits
 
 
 @dataclass(slots=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..accounts import valid_password, valid_username
-from ..auth import public
-from ..errors import ApiError, ok
-from ..keys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
-                    trusted_proxies_key, user_key)
-from ..ratelimit import Attempt
-from ..store import settings as settings_store
-from ..store import users
-from ..store.db import Reader
-from ..store.users import User
-from ..validate import read_json, string
+from aichat.security.accounts import valid_password, valid_username
+from aichat.http.access import public
+from aichat.http.errors import ApiError, ok
+from aichat.http.appkeys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
+                                 trusted_proxies_key, user_key)
+from aichat.security.ratelimit import Attempt
+from aichat.store import settings as settings_store
+from aichat.store import users
+from aichat.store.db import Reader
+from aichat.store.users import User
+from aichat.http.validate import read_json, string
 
 routes = web.RouteTableDef()
 

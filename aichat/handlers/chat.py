@@ -7,14 +7,14 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..chat import relay, service
-from ..chat.request import parse_chat, parse_regenerate
-from ..chat.round import Round
-from ..chat.rounds import PERSIST_WAIT_S
-from ..errors import ApiError, not_found, ok
-from ..keys import config_key, db_key, registry_key, user_key
-from ..store import messages, sessions
-from ..validate import body_id, read_json
+from aichat.chat import relay, service
+from aichat.chat.request import parse_chat, parse_regenerate
+from aichat.chat.round import Round
+from aichat.chat.registry import PERSIST_WAIT_S
+from aichat.http.errors import ApiError, not_found, ok
+from aichat.http.appkeys import config_key, db_key, registry_key, user_key
+from aichat.store import messages, sessions
+from aichat.http.validate import body_id, read_json
 
 routes = web.RouteTableDef()
 

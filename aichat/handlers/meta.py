@@ -8,11 +8,11 @@ import resource
 
 from aiohttp import web
 
-from .. import __version__
-from ..auth import public
-from ..errors import json_response, ok
-from ..keys import config_key, db_key
-from ..timeutil import now_iso
+from aichat import __version__
+from aichat.http.access import public
+from aichat.http.errors import json_response, ok
+from aichat.http.appkeys import config_key, db_key
+from aichat.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

@@ -7,12 +7,13 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from ..auth import admin_only
-from ..errors import ApiError, not_found, ok
-from .. import netpolicy, settings
-from ..keys import cipher_key, config_key, db_key, resolver_key, user_key
-from ..store import models
-from ..validate import boolean, path_id, read_json, string
+from aichat.http.access import admin_only
+from aichat.http.errors import ApiError, not_found, ok
+from aichat.upstream import netpolicy
+from aichat.settings import system as settings
+from aichat.http.appkeys import cipher_key, config_key, db_key, resolver_key, user_key
+from aichat.store import models
+from aichat.http.validate import boolean, path_id, read_json, string
 
 routes = web.RouteTableDef()
 

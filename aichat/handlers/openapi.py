@@ -1,4 +1,4 @@
-"""GET /api/openapi.json: the API description of aichat.openapi, public and not enveloped."""
+"""GET /api/openapi.json: the API description of aichat.http.openapi, public and not enveloped."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import functools
 
 from aiohttp import web
 
-from ..auth import public
-from ..errors import json_response
+from aichat.http.access import public
+from aichat.http.errors import json_response
 
 routes = web.RouteTableDef()
 
@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 def _document() -> dict:
     # Imported on first use: the builder's code and the document cost ~0.5 MB of idle RSS,
     # for a route that clients rarely call. Built once: it is fixed for the process's life.
-    from .. import openapi
+    from aichat.http import openapi
     return openapi.spec()
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import not_found, ok
-from ..keys import config_key, db_key, registry_key, user_key
-from ..store import messages, models, sessions
-from ..validate import body_id, pagination, paging, path_id, read_json, string
+from aichat.http.errors import not_found, ok
+from aichat.http.appkeys import config_key, db_key, registry_key, user_key
+from aichat.store import messages, models, sessions
+from aichat.http.validate import body_id, pagination, paging, path_id, read_json, string
 
 routes = web.RouteTableDef()
 

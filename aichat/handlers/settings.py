@@ -6,14 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import settings
-from ..auth import admin_only
-from ..config import Config
-from ..errors import ok
-from ..keys import config_key, db_key, user_key
-from ..store import settings as store
-from ..store.db import Reader
-from ..validate import choice, integer, read_json
+from aichat.settings import system as settings
+from aichat.http.access import admin_only
+from aichat.settings.config import Config
+from aichat.http.errors import ok
+from aichat.http.appkeys import config_key, db_key, user_key
+from aichat.store import settings as store
+from aichat.store.db import Reader
+from aichat.http.validate import choice, integer, read_json
 
 routes = web.RouteTableDef()
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, time, timedelta
 
 from aiohttp import web
 
-from ..chat.context import HISTORY_MESSAGES, fit
-from ..chat.service import context_limit
-from ..errors import ApiError, not_found, ok
-from ..keys import db_key, tokenizer_key, user_key
-from ..store import messages, sessions, usage
-from ..timeutil import iso
-from ..validate import query_id
+from aichat.chat.context import HISTORY_MESSAGES, fit
+from aichat.chat.service import context_limit
+from aichat.http.errors import ApiError, not_found, ok
+from aichat.http.appkeys import db_key, tokenizer_key, user_key
+from aichat.store import messages, sessions, usage
+from aichat.timeutil import iso
+from aichat.http.validate import query_id
 
 routes = web.RouteTableDef()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import admin_only
-from ..errors import ApiError, not_found, ok
-from ..keys import config_key, db_key, registry_key, user_key
-from ..store import users
-from ..validate import choice, pagination, paging, path_id, read_json
+from aichat.http.access import admin_only
+from aichat.http.errors import ApiError, not_found, ok
+from aichat.http.appkeys import config_key, db_key, registry_key, user_key
+from aichat.store import users
+from aichat.http.validate import choice, pagination, paging, path_id, read_json
 
 routes = web.RouteTableDef()
 

@@ -1,5 +1,5 @@
 """Our own Server-Sent Events writer."""
 
-from .writer import SSEWriter, encode_event, encode_text
+from aichat.sse.writer import SSEWriter, encode_event, encode_text
 
 __all__ = ["SSEWriter", "encode_event", "encode_text"]

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from .. import jsonfast
+from aichat.http import jsonfast
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable
 
-from . import messages, usage
-from .usage import Usage
+from aichat.store import messages, usage
+from aichat.store.usage import Usage
 
 Row = tuple[int, int, int, str, str | None, int, int, str, str | None]
 

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 import aiosqlite
 
-from .batch import GroupWriter
+from aichat.store.batch import GroupWriter
 
 log = logging.getLogger(__name__)
 

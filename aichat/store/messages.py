@@ -6,7 +6,7 @@ import functools
 import sqlite3
 from typing import Any
 
-from .db import Reader, Transaction
+from aichat.store.db import Reader, Transaction
 
 _MESSAGE = """
     SELECT m.id, m.session_id AS sessionId, m.role, m.content, m.created_at AS createdAt,

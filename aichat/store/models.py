@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..security.crypto import DecryptError, KeyCipher, model_aad
-from .db import Reader, Transaction
+from aichat.security.crypto import DecryptError, KeyCipher, model_aad
+from aichat.store.db import Reader, Transaction
 
 _COLUMNS = ("id, user_id AS userId, name, api_url AS apiUrl, '' AS apiKey,"
             " supports_images AS supportsImages, created_at AS createdAt")

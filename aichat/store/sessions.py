@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db import Reader, Transaction
+from aichat.store.db import Reader, Transaction
 
 _SUMMARY = """
     SELECT s.id, s.user_id AS userId, s.model_config_id AS modelConfigId, s.title,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db import Reader, Transaction
+from aichat.store.db import Reader, Transaction
 
 
 async def system_values(db: Reader) -> dict[str, str]:

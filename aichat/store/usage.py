@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import sqlite3
 from typing import Any
 
-from .db import Reader
+from aichat.store.db import Reader
 
 
 @dataclass(frozen=True, slots=True)

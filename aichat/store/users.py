@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .db import Reader, Transaction
+from aichat.store.db import Reader, Transaction
 
 _PUBLIC = "id, username, role, created_at AS createdAt"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .handlers import routes
-from .middlewares import openai_auth, openai_errors
+from aichat.v1.handlers import routes
+from aichat.v1.middlewares import openai_auth, openai_errors
 
 
 def create_v1_app() -> web.Application:

@@ -12,20 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import settings
-from ..auth import api_key_ok
-from ..chat.context import CONVERSATION_OVERHEAD, MESSAGE_OVERHEAD, Context
-from ..chat import relay
-from ..chat.round import Waits
-from ..chat.rounds import PERSIST_WAIT_S
-from ..errors import ApiError, json_response
-from ..keys import (cipher_key, config_key, db_key, http_key, registry_key, tokenizer_key,
-                    user_key)
-from ..store import models
-from ..validate import read_json
-from .middlewares import api_key_id_key
-from .round import ApiRound
-from .sink import OpenAISink
+from aichat.settings import system as settings
+from aichat.http.access import api_key_ok
+from aichat.chat.context import CONVERSATION_OVERHEAD, MESSAGE_OVERHEAD, Context
+from aichat.chat import relay
+from aichat.chat.round import Waits
+from aichat.chat.registry import PERSIST_WAIT_S
+from aichat.http.errors import ApiError, json_response
+from aichat.http.appkeys import (cipher_key, config_key, db_key, http_key, registry_key,
+                                 tokenizer_key, user_key)
+from aichat.store import models
+from aichat.http.validate import read_json
+from aichat.v1.middlewares import api_key_id_key
+from aichat.v1.round import ApiRound
+from aichat.v1.sink import OpenAISink
 
 routes = web.RouteTableDef()
 

@@ -6,9 +6,10 @@ import logging
 
 from aiohttp import web
 
-from ..auth import Handler, identify
-from ..errors import ApiError, json_response
-from ..keys import user_key
+from aichat.http.access import Handler
+from aichat.security.credentials import identify
+from aichat.http.errors import ApiError, json_response
+from aichat.http.appkeys import user_key
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import jsonfast
-from ..chat.round import Outcome, Round
-from ..store import apikeys
-from ..store.usage import Usage
+from aichat.http import jsonfast
+from aichat.chat.round import Outcome, Round
+from aichat.store import api_keys
+from aichat.store.usage import Usage
 
 
 class ApiRound(Round):
@@ -42,6 +42,6 @@ class ApiRound(Round):
 
     async def _persist(self, outcome: Outcome, text: str, reasoning: str | None, usage: Usage,
                        text_tokens: int) -> int | None:
-        await self.db.run(apikeys.add_usage, self.user_id, self.api_key_id, self.model["name"],
+        await self.db.run(api_keys.add_usage, self.user_id, self.api_key_id, self.model["name"],
                           self._provider_host(), outcome.status, usage)
         return None

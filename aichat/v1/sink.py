@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any
 
-from ..sse import SSEWriter, encode_event
+from aichat.sse import SSEWriter, encode_event
 
 DONE = b"data: [DONE]\n\n"
 

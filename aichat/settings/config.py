@@ -76,7 +76,7 @@ def _optional_text(name: str, raw: str) -> str | None:
 
 
 def _allowlist(name: str, raw: str) -> str:
-    from .netpolicy import parse_allowlist
+    from aichat.upstream.netpolicy import parse_allowlist
     try:
         parse_allowlist(raw)
     except ValueError as e:

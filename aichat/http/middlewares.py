@@ -6,9 +6,10 @@ import logging
 
 from aiohttp import web
 
-from .auth import Handler, access_of, authenticate
-from .errors import ApiError, fail
-from .keys import user_key
+from aichat.http.access import Handler, access_of
+from aichat.security.credentials import authenticate
+from aichat.http.errors import ApiError, fail
+from aichat.http.appkeys import user_key
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Who is calling: the one place a credential becomes a User, and the route access marks.
+"""Who is calling: the one place a credential becomes a User.
 
 Two credential forms share `identify`: the front end's JWT (every route) and a personal API
 key `aic_...` (only routes that opt in: the OpenAI-compatible /v1 surface).
@@ -9,42 +9,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Mapping
 
-from aiohttp import web
-
-from .errors import ApiError
-from .keys import db_key, tokens_key
-from .store import apikeys, users
-from .store.users import User
-from .timeutil import iso, now_iso
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from aichat.http.errors import ApiError
+from aichat.http.appkeys import db_key, tokens_key
+from aichat.store import api_keys, users
+from aichat.store.users import User
+from aichat.timeutil import iso, now_iso
 
 MISSING = "Missing or invalid authorization header"
 INVALID = "Invalid or expired token"
 KEY_PREFIX = "aic_"
 _TOUCH_EVERY = timedelta(minutes=1)  # last-used time is kept to the minute, not per request
-
-
-def public(handler: Handler) -> Handler:
-    handler.access = "public"  # type: ignore[attr-defined]
-    return handler
-
-
-def admin_only(handler: Handler) -> Handler:
-    handler.access = "admin"  # type: ignore[attr-defined]
-    return handler
-
-
-def api_key_ok(handler: Handler) -> Handler:
-    """A route of the /v1 surface: its own middleware authenticates, keys accepted."""
-    handler.access = "v1"  # type: ignore[attr-defined]
-    return handler
-
-
-def access_of(handler: Handler) -> str:
-    return getattr(handler, "access", "user")
 
 
 def bearer(header: str | None) -> str:
@@ -85,7 +61,7 @@ async def identify(app: Mapping[Any, Any], header: str | None, *,
 
 
 async def _by_key(db: Any, key: str) -> Principal:
-    row = await apikeys.by_hash(db.quick, hash_key(key))
+    row = await api_keys.by_hash(db.quick, hash_key(key))
     if row is None:
         raise ApiError(401, "Invalid API key")
     now = now_iso()
@@ -96,7 +72,7 @@ async def _by_key(db: Any, key: str) -> Principal:
         raise ApiError(401, "User not found")
     stale = iso(datetime.now(UTC) - _TOUCH_EVERY)
     if row["last_used_at"] is None or row["last_used_at"] < stale:
-        await db.run(apikeys.touch, row["id"])
+        await db.run(api_keys.touch, row["id"])
     return Principal(user, row["id"])
 
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from typing import Any
 
-from ..store import checkpoints
-from ..store.db import Database
+from aichat.store import checkpoints
+from aichat.store.db import Database
 
 log = logging.getLogger(__name__)
 

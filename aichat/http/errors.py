@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from . import jsonfast
+from aichat.http import jsonfast
 
 
 class ApiError(Exception):

@@ -18,7 +18,8 @@ from typing import Any, AsyncIterator, Iterator
 import aiohttp
 from yarl import URL
 
-from .. import jsonfast, netpolicy
+from aichat.http import jsonfast
+from aichat.upstream import netpolicy
 
 log = logging.getLogger(__name__)
 

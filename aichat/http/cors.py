@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from .config import Config
+from aichat.settings.config import Config
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 HEADERS = ("Content-Type", "Authorization", "Cache-Control")

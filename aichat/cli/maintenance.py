@@ -13,13 +13,13 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from .app import ENCRYPTION_KEY_FILE, JWT_SECRET_FILE
-from .config import Config, ConfigError
-from .security.crypto import DecryptError, KeyCipher, model_aad
+from aichat.app import ENCRYPTION_KEY_FILE, JWT_SECRET_FILE
+from aichat.settings.config import Config, ConfigError
+from aichat.security.crypto import DecryptError, KeyCipher, model_aad
 
 NEW_SUFFIX = ".new"
 BUSY_TIMEOUT_MS = 5000
-MIN_SECRET_CHARS = 32  # the rule config.py applies to ENCRYPTION_KEY
+MIN_SECRET_CHARS = 32  # the rule aichat.settings.config applies to ENCRYPTION_KEY
 
 
 class MaintenanceError(RuntimeError):

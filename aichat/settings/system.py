@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import netpolicy
-from .config import Config
-from .errors import ApiError
-from .store import settings as store
-from .store.db import Database, Reader
+from aichat.upstream import netpolicy
+from aichat.settings.config import Config
+from aichat.http.errors import ApiError
+from aichat.store import settings as store
+from aichat.store.db import Database, Reader
 
 
 @dataclass(frozen=True, slots=True)

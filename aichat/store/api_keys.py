@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .db import Reader, Transaction
-from .usage import Usage
+from aichat.store.db import Reader, Transaction
+from aichat.store.usage import Usage
 
 _PUBLIC = ("id, name, prefix, created_at AS createdAt, last_used_at AS lastUsedAt,"
            " expires_at AS expiresAt")

@@ -6,12 +6,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from .config import Config
-from .security.crypto import KeyCipher
-from .security.passwords import PasswordHasher
-from .security.tokens import TokenService
-from .store.db import Database
-from .store.users import User
+from aichat.settings.config import Config
+from aichat.security.crypto import KeyCipher
+from aichat.security.passwords import PasswordHasher
+from aichat.security.jwt_tokens import TokenService
+from aichat.store.db import Database
+from aichat.store.users import User
 
 config_key = web.AppKey("config", Config)
 db_key = web.AppKey("db", Database)

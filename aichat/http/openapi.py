@@ -1,6 +1,6 @@
 """The HTTP contract of api.md as an OpenAPI 3.1 document.
 
-`spec()` builds it as a dict; GET /api/openapi.json serves it, and `python -m aichat.openapi >
+`spec()` builds it as a dict; GET /api/openapi.json serves it, and `python -m aichat.http.openapi >
 openapi.yaml` writes the committed copy. tests/test_openapi.py checks that the copy is current
 and that it describes exactly the routes the app registers; tests/test_fuzz.py checks the live
 server against it. The YAML emitter is hand-written so the server needs no YAML library.
@@ -18,11 +18,11 @@ import re
 import sys
 from typing import Any
 
-from . import __version__
-from .chat.request import MAX_CONTENT, MAX_IMAGES
-from .handlers.settings import CONTEXT_MAX, CONTEXT_MIN, THEMES
-from .security.passwords import MAX_BYTES
-from .settings import SPECS
+from aichat import __version__
+from aichat.chat.request import MAX_CONTENT, MAX_IMAGES
+from aichat.handlers.settings import CONTEXT_MAX, CONTEXT_MIN, THEMES
+from aichat.security.passwords import MAX_BYTES
+from aichat.settings.system import SPECS
 
 Schema = dict[str, Any]
 

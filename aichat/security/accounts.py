@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import ApiError
-from .security.passwords import MAX_BYTES
+from aichat.http.errors import ApiError
+from aichat.security.passwords import MAX_BYTES
 
 USERNAME_RULE = "Username must be 3-20 characters: letters, digits, underscore"
 PASSWORD_RULE = "Password must be at least 8 characters with letters and numbers"

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from ..auth import KEY_PREFIX, hash_key
-from ..errors import ApiError, not_found, ok
-from ..keys import config_key, db_key, user_key
-from ..store import apikeys
-from ..timeutil import iso
-from ..validate import integer, path_id, read_json, string
-from .usage import date_range
+from aichat.security.credentials import KEY_PREFIX, hash_key
+from aichat.http.errors import ApiError, not_found, ok
+from aichat.http.appkeys import config_key, db_key, user_key
+from aichat.store import api_keys
+from aichat.timeutil import iso
+from aichat.http.validate import integer, path_id, read_json, string
+from aichat.handlers.usage import date_range
 
 routes = web.RouteTableDef()
 
@@ -35,16 +35,16 @@ async def create_key(request: web.Request) -> web.Response:
     expires = iso(datetime.now(UTC) + timedelta(days=days)) if days else None
     key = new_key()
     async with db.transaction() as tx:
-        if await apikeys.count(tx, user.id) >= MAX_KEYS:
+        if await api_keys.count(tx, user.id) >= MAX_KEYS:
             raise ApiError(400, f"At most {MAX_KEYS} API keys per user; revoke one first")
-        row = await apikeys.create(tx, user.id, name, key[:PREFIX_CHARS], hash_key(key),
+        row = await api_keys.create(tx, user.id, name, key[:PREFIX_CHARS], hash_key(key),
                                    expires)
     return ok({**row, "key": key}, "API key created: copy it now, it is not shown again")
 
 
 @routes.get("/api/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    return ok(await apikeys.list_for(request.app[db_key], request[user_key].id))
+    return ok(await api_keys.list_for(request.app[db_key], request[user_key].id))
 
 
 @routes.delete("/api/keys/{id}")
@@ -52,7 +52,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     db, user = request.app[db_key], request[user_key]
     key_id = path_id(request, "id", "API key")
     async with db.transaction() as tx:
-        if not await apikeys.delete(tx, key_id, user.id):
+        if not await api_keys.delete(tx, key_id, user.id):
             raise not_found("API key")
     return ok(None, "API key revoked")
 
@@ -60,5 +60,5 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.get("/api/keys/usage")
 async def key_usage(request: web.Request) -> web.Response:
     start, end = date_range(request)
-    rows = await apikeys.daily_usage(request.app[db_key], request[user_key].id, start, end)
+    rows = await api_keys.daily_usage(request.app[db_key], request[user_key].id, start, end)
     return ok({"from": start, "to": end, "rows": rows})

@@ -15,7 +15,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from .errors import ApiError
+from aichat.http.errors import ApiError
 
 LIMIT = 10
 WINDOW_S = 15 * 60

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import jsonfast
-from .errors import ApiError
+from aichat.http import jsonfast
+from aichat.http.errors import ApiError
 
 MAX_SQL_INT = 2**63 - 1
 _THREAD_PARSE_BYTES = 256 * 1024  # parsing a multi-MB image body would stall the loop

@@ -1,0 +1,1 @@
+"""Settings: the environment (`config`) and the run-time system settings (`system`)."""

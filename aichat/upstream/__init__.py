@@ -1,0 +1,1 @@
+"""Talking to model providers: the client and the URL policy its connections obey."""
