@@ -11,7 +11,7 @@ from aichat.settings.config import Config
 
 
 def assert_error(status: int, body: dict, expected_status: int, contains: str = "") -> None:
-    """api.md's error envelope: success false, a string error, data null."""
+    """The error envelope (docs/api.md §1): success false, a string error, data null."""
     assert status == expected_status, (status, body)
     assert body["success"] is False, body
     assert isinstance(body["error"], str) and body["error"], body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from typing import TYPE_CHECKING
 
 from aichat.settings.config import Config
 from aichat.security.crypto import KeyCipher
@@ -13,16 +14,20 @@ from aichat.security.jwt_tokens import TokenService
 from aichat.store.db import Database
 from aichat.store.users import User
 
+if TYPE_CHECKING:  # these modules import the keys themselves
+    from aichat.chat.registry import Registry
+    from aichat.chat.tokenizer import Tokenizer
+    from aichat.security.ratelimit import FailureLimiter
+
 config_key = web.AppKey("config", Config)
 db_key = web.AppKey("db", Database)
 http_key = web.AppKey("http", aiohttp.ClientSession)
 tokens_key = web.AppKey("tokens", TokenService)
 cipher_key = web.AppKey("cipher", KeyCipher)
 hasher_key = web.AppKey("hasher", PasswordHasher)
-# Named by string: the chat and limiter modules import these keys themselves.
-registry_key = web.AppKey("registry", "Registry")
-tokenizer_key = web.AppKey("tokenizer", "Tokenizer")
+registry_key: web.AppKey[Registry] = web.AppKey("registry")
+tokenizer_key: web.AppKey[Tokenizer] = web.AppKey("tokenizer")
 resolver_key = web.AppKey("resolver", AbstractResolver)
-limiter_key = web.AppKey("limiter", "FailureLimiter")
+limiter_key: web.AppKey[FailureLimiter] = web.AppKey("limiter")
 trusted_proxies_key = web.AppKey("trusted_proxies", list)
 user_key = web.RequestKey("user", User)

@@ -1,7 +1,7 @@
-"""CORS per api.md §1, on aiohttp-cors.
+"""CORS as docs/api.md §1 describes it, on aiohttp-cors.
 
 aiohttp-cors answers preflights and adds headers on prepare (so errors and SSE get them too), but
-it always echoes the request's Origin. `_contract_headers` runs after it and applies api.md: `*`
+it always echoes the request's Origin. `_contract_headers` runs after it and applies our rules: `*`
 without credentials for the wildcard, `Vary: Origin` for a list, the full method list.
 """
 

@@ -1,4 +1,4 @@
-"""One exception for expected failures and the two response shapes of api.md."""
+"""One exception for expected failures and the two response shapes (docs/api.md §1)."""
 
 from __future__ import annotations
 

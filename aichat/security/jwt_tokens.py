@@ -1,4 +1,4 @@
-"""JWT access tokens (HS256), per api.md: userId, username, role, iat, exp = iat + 1 day."""
+"""JWT access tokens, HS256 (docs/api.md §1): userId, username, role, iat, exp = iat + 1 day."""
 
 from __future__ import annotations
 

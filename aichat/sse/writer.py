@@ -1,4 +1,4 @@
-"""SSEWriter: api.md's stream headers, one write per event, heartbeats, a clean close.
+"""SSEWriter: stream headers (docs/api.md §5.6), one write per event, heartbeats, clean close.
 
 Every event goes out in a single `write` so that no `: ping` can land inside it and a reader
 that splits on network chunks (the existing front end does) always sees whole events. A write

@@ -66,10 +66,11 @@ class Reader:
         return next(iter(row.values())) if row else None
 
 
-class QuickReader:
+class QuickReader(Reader):
     """`Reader` on a private read-only connection, run inline. Only for bounded queries."""
 
     def __init__(self, conn: sqlite3.Connection | None, fallback: Reader) -> None:
+        super().__init__(fallback.conn)
         self._conn = conn
         self._fallback = fallback
 
