@@ -28,6 +28,10 @@ REFUSED = [
     ("64:ff9b::7f00:1", "loopback"), ("64:ff9b::a9fe:a9fe", "link-local"),
     ("2002:7f00:1::", "loopback"), ("2002:a00:1::", "private"),
     ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
+    # Local-use NAT64 (RFC 8215) and SIIT translate into the operator's own IPv4 network, so
+    # they are refused even when the embedded IPv4 address looks public.
+    ("64:ff9b:1::808:808", "NAT64"), ("64:ff9b:1:ffff::a00:1", "NAT64"),
+    ("::ffff:0:808:808", "SIIT"), ("::ffff:0:7f00:1", "SIIT"),
 ]
 ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111",
            "::ffff:8.8.8.8", "2002:808:808::", "64:ff9b::808:808"]

@@ -14,7 +14,9 @@ says busy, the read falls back to the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 from contextlib import asynccontextmanager
@@ -164,7 +166,7 @@ class Database(Reader):
 async def connect(path: str) -> Database:
     """Open the database file (creating its folder), set the pragmas and migrate."""
     if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_files(Path(path).expanduser())
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = _dict_row
     try:
@@ -178,6 +180,21 @@ async def connect(path: str) -> Database:
         await conn.close()
         raise
     return db
+
+
+def private_files(path: Path) -> None:
+    """Create the database file owner-only before SQLite opens it, and tighten old files.
+
+    The file holds password hashes and every chat. SQLite gives the -wal and -shm files the
+    mode of the database file, so a 0600 database keeps them private too; files left by an
+    older version (created 0644 under the default umask) are narrowed here.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:

@@ -3,7 +3,8 @@
 - `any`: anywhere (single-user default: the one user owns the box anyway).
 - `public_only`: globally routable addresses only: no loopback, private, link-local,
   unique-local, shared (CGNAT), multicast, reserved or cloud metadata addresses, including
-  IPv4 addresses hidden in IPv6 forms (mapped, compatible, 6to4, Teredo, NAT64).
+  IPv4 addresses hidden in IPv6 forms (mapped, compatible, 6to4, Teredo, NAT64), and the
+  local-use NAT64 and SIIT ranges whole.
 - `allowlist`: public ones plus the hosts and CIDRs an admin listed (a LAN model server).
 
 The check runs where the connection is made (`socket_factory`, for every address tried, IP
@@ -29,6 +30,9 @@ _METADATA = (ipaddress.ip_network("168.63.129.16/32"),  # Azure WireServer
 _METADATA_HOSTS = ("metadata.google.internal", "metadata.goog", "metadata")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPAT = ipaddress.ip_network("::/96")
+# Translators whose IPv4 side is the operator's own network, not the internet: refused whole.
+_TRANSLATED = ((ipaddress.ip_network("64:ff9b:1::/48"), "a local-use NAT64 address"),
+               (ipaddress.ip_network("::ffff:0:0:0/96"), "an IPv4-translated (SIIT) address"))
 
 
 class BlockedAddress(OSError):
@@ -56,6 +60,9 @@ def why_not_public(address: str | IPAddress) -> str | None:
     """None for a public address, else what it is (for the error message)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
     if isinstance(ip, ipaddress.IPv6Address):
+        for net, what in _TRANSLATED:
+            if ip in net:
+                return what
         inner = _embedded_ipv4(ip)
         if inner is not None:
             reason = why_not_public(inner)
