@@ -1,4 +1,4 @@
-"""The context sent upstream (api.md §5.3, §5.4): history, truncation, token counts, images,
+"""The context sent upstream (docs/api.md §5.3, §5.4): history, truncation, token counts, images,
 body limits and the schema upgrade that added the token columns."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ IMAGE = {"data": PNG_B64, "mime": "image/png"}
 
 
 def heuristic(text: str) -> int:
-    """api.md §5.3: ceil(ascii / 4) + non-ASCII code points."""
+    """docs/api.md §5.3: ceil(ascii / 4) + non-ASCII code points."""
     non_ascii = sum(1 for ch in text if ord(ch) > 127)
     return math.ceil((len(text) - non_ascii) / 4) + non_ascii
 

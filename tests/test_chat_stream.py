@@ -1,4 +1,5 @@
-"""POST /api/chat/stream against the scripted fake upstream (api.md §5.1-5.8, §2 settings)."""
+"""POST /api/chat/stream against the scripted fake upstream (docs/api.md §5.1-5.8, and the
+§2 settings)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ FAILED = "AI API request failed: "
 # --- helpers ---
 
 def tokens(text: str) -> int:
-    """api.md §5.3 heuristic (the test config uses TOKENIZER_MODE=heuristic)."""
+    """docs/api.md §5.3 heuristic (the test config uses TOKENIZER_MODE=heuristic)."""
     non_ascii = sum(1 for ch in text if ord(ch) > 127)
     return math.ceil((len(text) - non_ascii) / 4) + non_ascii
 
@@ -220,7 +221,7 @@ async def test_heartbeats_before_upstream_headers_and_between_tokens(chat_factor
 
 
 async def test_each_event_and_ping_arrives_whole(chat_factory):
-    """One write per event: every network read ends on a block boundary (api.md §5.8)."""
+    """One write per event: every network read ends on a block boundary (docs/api.md §5.8)."""
     chat = await chat_factory(sse_heartbeat_interval_ms=50)
     chat.upstream.queue(Reply(headers_delay=0.2, tokens=[f"t{i} " for i in range(12)],
                               delay=0.03))

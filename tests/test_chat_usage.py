@@ -1,4 +1,4 @@
-"""Usage: per session, per session list and per UTC day (api.md §5.7, §6.4)."""
+"""Usage: per session, per session list and per UTC day (docs/api.md §5.7, §6.4)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ async def test_provider_usage_is_stored_and_reported(chat):
     assert chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated, model,"
                      " provider, context_limit FROM usage_metrics") == [
         (11, 7, 18, 0, "fake-model", "127.0.0.1", 4000)]
+    # A chat row: its session, its user (the session's owner), no key, the round's status.
+    assert chat.rows("SELECT session_id, user_id, api_key_id, status FROM usage_metrics") == [
+        (chat.session_id, chat.user.id, None, "complete")]
     data = await usage_of(chat)
     assert data["totals"] == PROVIDER_USAGE
     last = data["last_round"]

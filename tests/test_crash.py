@@ -63,9 +63,9 @@ async def test_leftover_checkpoints_become_interrupted_replies_on_start(chat, ai
     await aiohttp_client(create_app(chat.api.config))  # a restart on the same data
     reply = rows(path, "SELECT content, status, reasoning FROM messages WHERE id > ?", (msg,))
     assert reply == [("half an ans", "interrupted", "thinking")]
-    usage = rows(path, "SELECT prompt_tokens, completion_tokens, estimated FROM usage_metrics"
-                       " ORDER BY id DESC LIMIT 1")
-    assert usage == [(42, 3, 1)]  # heuristic count of 'half an ans'
+    usage = rows(path, "SELECT prompt_tokens, completion_tokens, estimated, status, user_id"
+                       " FROM usage_metrics ORDER BY id DESC LIMIT 1")
+    assert usage == [(42, 3, 1, "interrupted", chat.user.id)]  # heuristic count of 'half an ans'
     assert rows(path, "SELECT * FROM round_checkpoints") == []
     assert user_id < msg
 

@@ -62,9 +62,9 @@ async def test_a_non_streaming_call(chat, sdk):
     assert sent.body["stream"] is False and sent.headers["Authorization"] == \
         "Bearer sk-alice-SECRET-0001"
     # Accounted per request, no chat session or message created.
-    assert chat.rows("SELECT model, status, prompt_tokens, total_tokens, api_key_id"
-                     " FROM api_usage") == [("fake-model", "complete", 12, 15,
-                                             sdk.aichat_key["id"])]
+    assert chat.rows("SELECT model, status, prompt_tokens, total_tokens, api_key_id, user_id,"
+                     " session_id, context_limit FROM usage_metrics") == [
+        ("fake-model", "complete", 12, 15, sdk.aichat_key["id"], chat.user.id, None, None)]
     assert chat.rows("SELECT id FROM messages") == []
 
 
@@ -91,7 +91,7 @@ async def test_no_usage_chunk_unless_asked_and_estimates_are_recorded(chat, sdk)
         model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True)
     chunks = [chunk async for chunk in stream]
     assert all(c.usage is None for c in chunks)
-    assert chat.rows("SELECT completion_tokens, estimated FROM api_usage") == [(2, 1)]
+    assert chat.rows("SELECT completion_tokens, estimated FROM usage_metrics") == [(2, 1)]
 
 
 async def test_unknown_model_is_404_in_openai_format(chat, sdk):
@@ -189,7 +189,7 @@ async def test_upstream_failure_and_disconnect(chat, sdk):
     await asyncio.wait_for(chat.upstream.requests[-1].disconnected.wait(), 2)
     for round_ in chat.api.client.app[registry_key].rounds():
         await round_.wait_done(5)
-    statuses = [row[0] for row in chat.rows("SELECT status FROM api_usage ORDER BY id")]
+    statuses = [row[0] for row in chat.rows("SELECT status FROM usage_metrics ORDER BY id")]
     assert statuses == ["error", "stopped"]
 
 

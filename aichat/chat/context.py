@@ -1,4 +1,5 @@
-"""Which history fits the budget (api.md §5.3), from token counts stored with each message."""
+"""Which history fits the budget (docs/api.md §5.3), from the token counts stored with each
+message."""
 
 from __future__ import annotations
 

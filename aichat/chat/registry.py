@@ -1,8 +1,11 @@
 """The registry of rounds: at most one running per session, findable for stop and delete.
 
 It also remembers each session's latest streamed round for a few seconds after it ends, for
-the post-abort guard (api.md §6.1): the existing front end's stop button aborts the stream and
-at once re-sends the same message to /api/chat/completion.
+the post-abort guard (docs/api.md §6.1): the existing front end's stop button aborts the stream
+and at once re-sends the same message to /api/chat/completion.
+
+And it holds the per-user concurrency limit (docs/api.md §8): `booked` counts a round while it
+is set up, `add` from the moment it runs, so each round takes one slot, /api and /v1 alike.
 """
 
 from __future__ import annotations
@@ -11,31 +14,20 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Protocol
+from typing import TYPE_CHECKING, AsyncIterator
+
+from aichat.chat.outcome import CancelReason
+from aichat.http.errors import ApiError
+
+if TYPE_CHECKING:  # the round registers itself here
+    from aichat.chat.round import Round
 
 log = logging.getLogger(__name__)
 
 PERSIST_WAIT_S = 5.0
 GUARD_WINDOW_S = 10.0
-GUARD_REASONS = ("disconnect", "stop")
-
-
-class RoundLike(Protocol):
-    key: int  # the session id, or a negative number for a round without a session (/v1)
-    session_id: int | None
-    user_id: int
-    streamed: bool
-    user_content: str
-    cancel_reason: str | None
-    ended_at: float | None
-    guard_used: bool
-
-    @property
-    def running(self) -> bool: ...
-
-    def cancel(self, reason: str, *, discard: bool = False) -> None: ...
-
-    async def wait_done(self, timeout: float) -> bool: ...
+GUARD_REASONS = (CancelReason.DISCONNECT, CancelReason.STOP)
+RETRY_AFTER_S = "15"
 
 
 def _decrement(counts: dict[int, int], key: int) -> None:
@@ -48,20 +40,20 @@ def _decrement(counts: dict[int, int], key: int) -> None:
 
 class Registry:
     def __init__(self) -> None:
-        self._running: dict[int, RoundLike] = {}
-        self._last_streamed: dict[int, RoundLike] = {}
+        self._running: dict[int, Round] = {}
+        self._last_streamed: dict[int, Round] = {}
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self._claims: dict[int, int] = {}  # rounds of a user being set up, not yet running
         self._per_user: dict[int, int] = {}  # running rounds per user, so a claim is O(1)
         self._pruned_at = 0.0
 
-    def running(self, session_id: int) -> RoundLike | None:
+    def running(self, session_id: int) -> Round | None:
         return self._running.get(session_id)
 
-    def rounds(self) -> list[RoundLike]:
+    def rounds(self) -> list[Round]:
         return list(self._running.values())
 
-    def add(self, round_: RoundLike) -> None:
+    def add(self, round_: Round) -> None:
         replaced = self._running.get(round_.key)  # one that outlived its 5 s to stop
         if replaced is not None:
             self._uncount(replaced.user_id)
@@ -75,7 +67,7 @@ class Registry:
                 self._pruned_at = now
                 self._forget_old()
 
-    def remove(self, round_: RoundLike) -> None:
+    def remove(self, round_: Round) -> None:
         if self._running.get(round_.key) is round_:
             del self._running[round_.key]
             self._uncount(round_.user_id)
@@ -83,10 +75,22 @@ class Registry:
     def _uncount(self, user_id: int) -> None:
         _decrement(self._per_user, user_id)
 
-    def claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
-        """Book one of the user's `limit` concurrent rounds (a round on this same session does
-        not count: the new one replaces it). False when all are taken; else call `release`
-        once the round is running or its set-up failed."""
+    @asynccontextmanager
+    async def booked(self, user_id: int, limit: int, refusal: str,
+                     session_id: int | None = None) -> AsyncIterator[None]:
+        """Hold one of the user's `limit` slots while a round is set up: 429 `refusal` when all
+        are taken. Start the round inside: from then on the running round is what counts.
+
+        A round running on `session_id` does not count: the new one replaces it.
+        """
+        if not self._claim(user_id, session_id, limit):
+            raise ApiError(429, refusal, {"Retry-After": RETRY_AFTER_S})
+        try:
+            yield
+        finally:
+            _decrement(self._claims, user_id)
+
+    def _claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
         others = self._per_user.get(user_id, 0)
         same = self._running.get(session_id) if session_id is not None else None
         if same is not None and same.user_id == user_id:
@@ -95,9 +99,6 @@ class Registry:
             return False
         self._claims[user_id] = self._claims.get(user_id, 0) + 1
         return True
-
-    def release(self, user_id: int) -> None:
-        _decrement(self._claims, user_id)
 
     def _forget_old(self) -> None:
         now = time.monotonic()
@@ -112,15 +113,15 @@ class Registry:
         holders[0] += 1
         try:
             async with lock:
-                await self.cancel_session(session_id, "superseded")
+                await self.cancel_session(session_id, CancelReason.SUPERSEDED)
                 yield
         finally:
             holders[0] -= 1
             if holders[0] == 0:
                 del self._locks[session_id]
 
-    async def cancel_session(self, session_id: int, reason: str, *, discard: bool = False,
-                             timeout: float = PERSIST_WAIT_S) -> RoundLike | None:
+    async def cancel_session(self, session_id: int, reason: CancelReason, *, discard: bool = False,
+                             timeout: float = PERSIST_WAIT_S) -> Round | None:
         """Cancel the session's running round and wait (bounded) until it has persisted."""
         round_ = self._running.get(session_id)
         if round_ is None:
@@ -130,10 +131,11 @@ class Registry:
             log.warning("round of session %s did not finish within %.1fs", session_id, timeout)
         return round_
 
-    def guard_candidate(self, session_id: int, content: str) -> RoundLike | None:
+    def guard_candidate(self, session_id: int, content: str) -> Round | None:
         """The streamed round a /completion re-send duplicates, if any (once per round)."""
         round_ = self._last_streamed.get(session_id)
-        if round_ is None or round_.guard_used or round_.user_content != content:
+        if (round_ is None or round_.guard_used or round_.turn is None
+                or round_.turn.content != content):
             return None
         if round_.running:
             return round_
@@ -141,7 +143,8 @@ class Registry:
                   and time.monotonic() - round_.ended_at <= GUARD_WINDOW_S)
         return round_ if recent and round_.cancel_reason in GUARD_REASONS else None
 
-    async def _cancel_many(self, rounds: list[Any], reason: str, discard: bool) -> None:
+    async def _cancel_many(self, rounds: list[Round], reason: CancelReason,
+                           discard: bool) -> None:
         for round_ in rounds:
             round_.cancel(reason, discard=discard)
         deadline = time.monotonic() + PERSIST_WAIT_S
@@ -151,7 +154,8 @@ class Registry:
     async def cancel_user(self, user_id: int) -> None:
         """Stop a deleted user's rounds without saving anything."""
         await self._cancel_many([r for r in self._running.values() if r.user_id == user_id],
-                                "deleted", discard=True)
+                                CancelReason.DELETED, discard=True)
 
     async def cancel_all(self) -> None:
-        await self._cancel_many(list(self._running.values()), "shutdown", discard=False)
+        await self._cancel_many(list(self._running.values()), CancelReason.SHUTDOWN,
+                                discard=False)

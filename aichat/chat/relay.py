@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 
-from aichat.sse import SSEWriter
-from aichat.chat.round import Round
+from aichat.chat.outcome import CancelReason
 from aichat.chat.registry import PERSIST_WAIT_S
+from aichat.chat.round import Round
+from aichat.chat.sink import Sink
+from aichat.sse import SSEWriter
 
 
 async def begin(request: web.Request, round_: Round,
-                sink: Callable[[SSEWriter], Any] = lambda writer: writer) -> SSEWriter | None:
+                sink: Callable[[SSEWriter], Sink] = lambda writer: writer) -> SSEWriter | None:
     """Send the headers, then start the round with its events going to `sink(writer)`.
 
     None if the client left before the headers went out (the round is not started).
     """
     writer = SSEWriter(request, round_.settings.heartbeat_s,
-                       on_gone=lambda: round_.cancel("disconnect"))
+                       on_gone=lambda: round_.cancel(CancelReason.DISCONNECT))
     try:
         await writer.start()
     except (ConnectionError, RuntimeError):

@@ -1,4 +1,4 @@
-"""Token counting: cl100k_base from the bundled offline file, or api.md's character heuristic.
+"""Token counting: cl100k_base from the bundled offline file, or docs/api.md's character heuristic.
 
 The BPE table is loaded lazily on first use (it costs ~1 s and tens of MB, so an idle server
 should not pay for it) and on a worker thread. If it cannot be loaded, counting falls back to

@@ -1,4 +1,4 @@
-"""/api/chat: stream, completion, stop and regenerate (api.md §5, §6.1-6.3)."""
+"""/api/chat: stream, completion, stop and regenerate (docs/api.md §5, §6.1-6.3)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from aichat.chat import relay, service
+from aichat.chat.outcome import CancelReason, raise_failure
+from aichat.chat.registry import PERSIST_WAIT_S
 from aichat.chat.request import parse_chat, parse_regenerate
 from aichat.chat.round import Round
-from aichat.chat.registry import PERSIST_WAIT_S
-from aichat.http.errors import ApiError, not_found, ok
 from aichat.http.appkeys import config_key, db_key, registry_key, user_key
-from aichat.store import messages, sessions
+from aichat.http.errors import not_found, ok
 from aichat.http.validate import body_id, read_json
+from aichat.store import messages, sessions
 
 routes = web.RouteTableDef()
 
@@ -26,16 +27,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 @asynccontextmanager
 async def _setting_up(app: web.Application, prepared: service.Prepared) -> AsyncIterator[None]:
     """The user's concurrency cap (429 before anything is stored), then the session's turn."""
-    registry, user_id = app[registry_key], prepared.user.id
-    limit = prepared.settings.max_streams
-    if not registry.claim(user_id, prepared.session_id, limit):
-        raise ApiError(429, f"Too many chats are generating at once (limit {limit}); "
-                       "stop one or wait for it to finish", {"Retry-After": "15"})
-    try:
-        async with registry.reserve(prepared.session_id):
-            yield
-    finally:
-        registry.release(user_id)
+    registry, limit = app[registry_key], prepared.settings.max_streams
+    refusal = (f"Too many chats are generating at once (limit {limit}); stop one or wait for "
+               "it to finish")
+    async with registry.booked(prepared.user.id, limit, refusal, prepared.session_id), \
+            registry.reserve(prepared.session_id):
+        yield
 
 
 async def _stream(request: web.Request, prepared: service.Prepared) -> web.StreamResponse:
@@ -78,22 +75,14 @@ async def complete_chat(request: web.Request) -> web.Response:
     if aborted is not None:
         # The front end's stop button: it aborted the stream and re-sent the same message.
         aborted.guard_used = True
-        aborted.cancel("stop")
+        aborted.cancel(CancelReason.STOP)
         await aborted.wait_done(PERSIST_WAIT_S)
         return ok(await _reply(request, aborted))
     async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=False)
         round_.start()
     await round_.follow(PERSIST_WAIT_S)
-    outcome = round_.outcome
-    if outcome is not None and outcome.status == "error":
-        if outcome.kind == "timeout":
-            raise ApiError(504, outcome.error or "AI API request timed out")
-        if outcome.kind in ("internal", "storage"):
-            raise ApiError(500, outcome.error or "Internal server error")
-        if outcome.kind == "status" and outcome.upstream_status:
-            raise ApiError(502, f"AI API request failed: {outcome.upstream_status}")
-        raise ApiError(502, outcome.error or "AI API request failed")
+    raise_failure(round_.outcome, bare_upstream_status=True)
     return ok(await _reply(request, round_))
 
 
@@ -107,6 +96,6 @@ async def stop_chat(request: web.Request) -> web.Response:
     round_ = registry.running(session_id)
     if round_ is None:
         return ok({"stopped": False})
-    round_.cancel("stop")
+    round_.cancel(CancelReason.STOP)
     await round_.wait_done(PERSIST_WAIT_S)
     return ok({"stopped": True, "assistantMessageId": round_.assistant_message_id})

@@ -1,4 +1,7 @@
-"""/api/chat usage: per session, per session list, per UTC day (api.md §6.4)."""
+"""/api/chat usage: per session, per session list, per UTC day (docs/api.md §6.4).
+
+Chat rounds only: what /v1 requests used is under /api/keys/usage.
+"""
 
 from __future__ import annotations
 
@@ -70,5 +73,6 @@ async def daily_usage(request: web.Request) -> web.Response:
     session_id = query_id(request, "sessionId", required=False)
     if session_id is not None and await sessions.owned(db, session_id, user.id) is None:
         raise not_found("Chat session")
-    rows = await usage.daily(db, user.id, start_iso, end_iso, session_id)
+    rows = await usage.daily(db, user.id, start_iso, end_iso, usage.Source.CHAT,
+                             session_id=session_id)
     return ok({"from": start_iso, "to": end_iso, "rows": rows})

@@ -1,12 +1,12 @@
-"""api_keys and api_usage: personal keys for /v1 (hash only) and what /v1 requests used."""
+"""api_keys: personal keys for /v1 (their hash only), and what the /v1 requests used."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
+from aichat.store import usage
 from aichat.store.db import Reader, Transaction
-from aichat.store.usage import Usage
 
 _PUBLIC = ("id, name, prefix, created_at AS createdAt, last_used_at AS lastUsedAt,"
            " expires_at AS expiresAt")
@@ -35,6 +35,11 @@ async def delete(tx: Transaction, key_id: int, user_id: int) -> bool:
     return cursor.rowcount > 0
 
 
+async def delete_for_user(tx: Transaction, user_id: int) -> int:
+    cursor = await tx.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,))
+    return cursor.rowcount
+
+
 async def by_hash(db: Reader, key_hash: str) -> dict[str, Any] | None:
     return await db.one("SELECT id, user_id, expires_at, last_used_at FROM api_keys"
                         " WHERE key_hash = ?", (key_hash,))
@@ -45,20 +50,6 @@ def touch(conn: sqlite3.Connection, key_id: int) -> None:
                  " WHERE id = ?", (key_id,))
 
 
-def add_usage(conn: sqlite3.Connection, user_id: int, key_id: int | None, model: str,
-              provider: str | None, status: str, usage: Usage) -> None:
-    conn.execute(
-        "INSERT INTO api_usage (user_id, api_key_id, model, provider, status, prompt_tokens,"
-        " completion_tokens, total_tokens, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (user_id, key_id, model, provider, status, usage.prompt_tokens, usage.completion_tokens,
-         usage.total_tokens, int(usage.estimated)))
-
-
 async def daily_usage(db: Reader, user_id: int, start: str, end: str) -> list[dict[str, Any]]:
-    """Per UTC day and model, oldest day first."""
-    return await db.all(
-        "SELECT substr(created_at, 1, 10) AS date, model, COUNT(*) AS requests,"
-        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
-        " SUM(total_tokens) AS total_tokens FROM api_usage"
-        " WHERE user_id = ? AND created_at BETWEEN ? AND ?"
-        " GROUP BY date, model ORDER BY date, model", (user_id, start, end))
+    """What the user's /v1 requests used, per UTC day and model, oldest day first."""
+    return await usage.daily(db, user_id, start, end, usage.Source.API, per_model=True)

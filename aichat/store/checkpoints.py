@@ -11,7 +11,8 @@ from typing import Any, Callable
 from aichat.store import messages, usage
 from aichat.store.usage import Usage
 
-Row = tuple[int, int, int, str, str | None, int, int, str, str | None]
+INTERRUPTED = "interrupted"  # a reply cut off by a crash: its text up to the last checkpoint
+Row = tuple[int, int, int, str, str | None, int, int | None, str, str | None]
 
 
 def save(conn: sqlite3.Connection, rows: list[Row]) -> None:
@@ -43,12 +44,13 @@ def recover(conn: sqlite3.Connection, count_tokens: Callable[[str], int]) -> lis
             if row["regenerate"]:
                 messages.drop_replies_after(conn, row["session_id"], row["user_message_id"])
             message_id = messages.add(conn, row["session_id"], "assistant", text,
-                                      status="interrupted",
+                                      status=INTERRUPTED,
                                       reasoning=(row["reasoning"] or "").strip() or None)
         completion = count_tokens(text) if text else 0
-        usage.add(conn, row["session_id"], message_id, row["model"], row["provider"],
+        usage.add(conn, row["model"], row["provider"],
                   Usage(row["prompt_tokens"], completion, row["prompt_tokens"] + completion,
-                        True), row["context_limit"])
+                        True), status=INTERRUPTED, session_id=row["session_id"],
+                  message_id=message_id, context_limit=row["context_limit"])
         row["message_id"] = message_id
     conn.execute("DELETE FROM round_checkpoints")
     return leftovers

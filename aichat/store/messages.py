@@ -76,6 +76,18 @@ async def last_user(db: Reader, session_id: int) -> dict[str, Any] | None:
         (session_id,))
 
 
+async def latest_reply_id(db: Reader, session_id: int) -> int | None:
+    return await db.value(
+        "SELECT id FROM messages WHERE session_id = ? AND role = 'assistant'"
+        " ORDER BY created_at DESC, id DESC LIMIT 1", (session_id,))
+
+
+async def is_reply(db: Reader, message_id: int, session_id: int) -> bool:
+    """Whether the message is an assistant reply in this session."""
+    return await db.value("SELECT 1 FROM messages WHERE id = ? AND session_id = ?"
+                          " AND role = 'assistant'", (message_id, session_id)) is not None
+
+
 def drop_replies_after(conn: sqlite3.Connection, session_id: int, user_message_id: int) -> None:
     """Drop the assistant replies that follow a user message (regenerate replaces them)."""
     conn.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",

@@ -30,6 +30,13 @@ async def list_visible(db: Reader, user_id: int) -> dict[str, list[dict[str, Any
     return {"personal": personal, "system": system}
 
 
+async def visible_id(db: Reader, user_id: int, name: str) -> int | None:
+    """The id of the model the user means by `name`: their own, else the system one."""
+    return await db.value(
+        "SELECT id FROM model_configs WHERE name = ? AND (user_id = ? OR user_id IS NULL)"
+        " ORDER BY user_id IS NULL LIMIT 1", (name, user_id))
+
+
 async def list_system_with_counts(db: Reader) -> list[dict[str, Any]]:
     rows = await db.all(
         f"SELECT {_COLUMNS}, (SELECT COUNT(*) FROM chat_sessions s"

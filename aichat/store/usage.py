@@ -1,9 +1,15 @@
-"""usage_metrics: one row per round, summed per session and per UTC day."""
+"""usage_metrics: one row per chat round (session set) or /v1 request (no session).
+
+Every row has its user, so a per-user sum over a time range (a quota) reads one index across
+both sources. A chat row's user is its session's owner, filled in by the database
+(sql/006_one_usage_table.sql), so the two can never disagree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from aichat.store.db import Reader
@@ -21,15 +27,27 @@ class Usage:
                 "total_tokens": self.total_tokens}
 
 
-def add(conn: sqlite3.Connection, session_id: int, message_id: int | None, model: str,
-        provider: str | None, usage: Usage, context_limit: int | None) -> int:
-    """Insert a round's row (synchronously, inside a transaction)."""
+class Source(StrEnum):
+    CHAT = "chat"  # chat rounds: /api/chat/usage*
+    API = "api"  # /v1 requests: /api/keys/usage
+
+
+_FROM = {Source.CHAT: "session_id IS NOT NULL", Source.API: "session_id IS NULL"}
+
+
+def add(conn: sqlite3.Connection, model: str, provider: str | None, usage: Usage, *,
+        status: str, session_id: int | None = None, message_id: int | None = None,
+        user_id: int | None = None, api_key_id: int | None = None,
+        context_limit: int | None = None) -> int:
+    """Insert a row (synchronously, inside a transaction): a chat round's with its session
+    (its user comes from there), a /v1 request's with its user and key."""
     return conn.execute(
-        "INSERT INTO usage_metrics (session_id, message_id, model, provider, prompt_tokens,"
-        " completion_tokens, total_tokens, context_limit, estimated)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (session_id, message_id, model, provider, usage.prompt_tokens, usage.completion_tokens,
-         usage.total_tokens, context_limit, int(usage.estimated))).lastrowid
+        "INSERT INTO usage_metrics (user_id, session_id, message_id, api_key_id, model,"
+        " provider, status, prompt_tokens, completion_tokens, total_tokens, context_limit,"
+        " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, session_id, message_id, api_key_id, model, provider, status,
+         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, context_limit,
+         int(usage.estimated))).lastrowid
 
 
 _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
@@ -50,20 +68,21 @@ async def last_round(db: Reader, session_id: int) -> dict[str, Any] | None:
 
 async def per_session(db: Reader, user_id: int) -> list[dict[str, Any]]:
     rows = await db.all(
-        f"SELECT u.session_id AS sessionId, {_SUMS} FROM usage_metrics u"
-        " JOIN chat_sessions s ON s.id = u.session_id WHERE s.user_id = ?"
-        " GROUP BY u.session_id ORDER BY u.session_id DESC", (user_id,))
+        f"SELECT session_id AS sessionId, {_SUMS} FROM usage_metrics"
+        f" WHERE user_id = ? AND {_FROM[Source.CHAT]}"
+        " GROUP BY session_id ORDER BY session_id DESC", (user_id,))
     return [{"sessionId": r.pop("sessionId"), "totals": r} for r in rows]
 
 
-async def daily(db: Reader, user_id: int, start: str, end: str,
-                session_id: int | None) -> list[dict[str, Any]]:
-    """Sums per UTC day between two ISO timestamps (inclusive), oldest day first."""
+async def daily(db: Reader, user_id: int, start: str, end: str, source: Source, *,
+                session_id: int | None = None, per_model: bool = False) -> list[dict[str, Any]]:
+    """Sums per UTC day (and model, with a request count, if `per_model`) between two ISO
+    timestamps (inclusive), oldest day first; only one session's rows if `session_id`."""
     where, params = "", [user_id, start, end]
     if session_id is not None:
-        where, params = " AND u.session_id = ?", [*params, session_id]
+        where, params = " AND session_id = ?", [*params, session_id]
+    columns, groups = ("model, COUNT(*) AS requests, ", ", model") if per_model else ("", "")
     return await db.all(
-        f"SELECT substr(u.created_at, 1, 10) AS date, {_SUMS} FROM usage_metrics u"
-        " JOIN chat_sessions s ON s.id = u.session_id"
-        f" WHERE s.user_id = ? AND u.created_at BETWEEN ? AND ?{where}"
-        " GROUP BY date ORDER BY date", params)
+        f"SELECT substr(created_at, 1, 10) AS date, {columns}{_SUMS} FROM usage_metrics"
+        f" WHERE user_id = ? AND created_at BETWEEN ? AND ? AND {_FROM[source]}{where}"
+        f" GROUP BY date{groups} ORDER BY date{groups}", params)

@@ -1,0 +1,104 @@
+"""How a round's outcome is stored (docs/api.md §5.7, §7).
+
+A chat round stores its reply in the session with one usage row, replaces the replies it
+regenerates and keeps a checkpoint while it runs (for crash recovery). A /v1 request stores
+one usage row with the API key that made it: no session, no message, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from dataclasses import dataclass
+from typing import Protocol
+
+from aichat.chat.call import UpstreamCall
+from aichat.chat.outcome import Status
+from aichat.chat.reply import Reply
+from aichat.store import checkpoints, messages, usage
+from aichat.store.db import Database
+from aichat.store.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The stored user message a chat round answers."""
+
+    session_id: int
+    message_id: int
+    content: str
+    regenerate: bool = False  # the reply replaces the ones after `message_id`
+
+
+class Recorder(Protocol):
+    def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
+        """The reply so far for the checkpoint table, if it grew since the last one."""
+
+    async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
+                   text_tokens: int) -> int | None:
+        """Store the outcome in one transaction; the assistant message id, if one was stored."""
+
+    async def discard(self) -> None:
+        """Leave nothing behind: its session or user is being deleted, or the client of a
+        non-streamed round left."""
+
+
+class ChatRecorder:
+    def __init__(self, db: Database, call: UpstreamCall, turn: Turn, token_mode: str) -> None:
+        self.db, self.call, self.turn, self.token_mode = db, call, turn, token_mode
+        self.provider = call.provider_host
+        self._checkpointed = 0  # text and reasoning parts in the last checkpoint
+
+    def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
+        parts = len(reply.text_parts) + len(reply.reasoning_parts)
+        if parts == self._checkpointed:
+            return None
+        self._checkpointed = parts
+        turn, call = self.turn, self.call
+        return (turn.session_id, turn.message_id, int(turn.regenerate), call.model_name,
+                self.provider, call.prompt_tokens, call.context_limit,
+                "".join(reply.text_parts), "".join(reply.reasoning_parts) or None)
+
+    async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
+                   text_tokens: int) -> int | None:
+        """The reply (if any text) and the usage row in one commit (one thread hop), which
+        also drops the round's checkpoint."""
+        turn = self.turn
+
+        def write(conn: sqlite3.Connection) -> int | None:
+            checkpoints.clear(conn, turn.session_id)
+            message_id = None
+            if text:
+                if turn.regenerate:
+                    messages.drop_replies_after(conn, turn.session_id, turn.message_id)
+                message_id = messages.add(conn, turn.session_id, "assistant", text,
+                                          status=status, reasoning=reasoning,
+                                          tokens=(text_tokens, self.token_mode))
+            usage.add(conn, self.call.model_name, self.provider, counted, status=status,
+                      session_id=turn.session_id, message_id=message_id,
+                      context_limit=self.call.context_limit)
+            return message_id
+
+        return await self.db.run(write)
+
+    async def discard(self) -> None:
+        await self.db.run(checkpoints.clear, self.turn.session_id)
+
+
+class ApiRecorder:
+    def __init__(self, db: Database, call: UpstreamCall, user_id: int,
+                 api_key_id: int | None) -> None:
+        self.db, self.call, self.user_id, self.api_key_id = db, call, user_id, api_key_id
+        self.provider = call.provider_host
+
+    def checkpoint_row(self, reply: Reply) -> None:
+        return None  # nothing to recover into: a /v1 reply is never stored
+
+    async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
+                   text_tokens: int) -> None:
+        await self.db.run(functools.partial(
+            usage.add, status=status, user_id=self.user_id, api_key_id=self.api_key_id),
+            self.call.model_name, self.provider, counted)
+
+    async def discard(self) -> None:
+        pass  # nothing was written while it ran
