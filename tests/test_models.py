@@ -93,7 +93,7 @@ async def test_system_routes_are_admin_only(api, method, path, body):
     await create_system(api)
     before = models_table(api)
     await api.error(method, path, bob, 403, "Admin access required", json=body)
-    # 403 comes before validation (api.md §1 check order).
+    # 403 comes before validation (docs/api.md §1, check order).
     bad_path = path.replace("/1", "/abc")
     await api.error(method, bad_path, bob, 403, "Admin access required", json={"name": ""})
     assert models_table(api) == before
@@ -230,7 +230,7 @@ BAD_URL_TYPES = [5, ["https://example.com"], {"url": URL}, True]
 
 
 def assert_url_error(error: str) -> None:
-    # The only wording api.md gives for apiUrl; naming the field is fine too.
+    # The only wording docs/api.md gives for apiUrl; naming the field is fine too.
     assert error == URL_RULE or "apiurl" in error.lower(), error
 
 
@@ -278,7 +278,7 @@ async def test_update_validation_names_the_field_and_changes_nothing(api, change
                     json={"name": "renamed", "supportsImages": True, **change})
     await api.error("PUT", f"/api/models/system/{system['id']}", "admin", 400, field,
                     json={"name": "renamed", **change})
-    # Validation comes before existence (api.md §1 check order).
+    # Validation comes before existence (docs/api.md §1, check order).
     await api.error("PUT", "/api/models/9999", bob, 400, field, json=change)
     assert models_table(api) == before
 

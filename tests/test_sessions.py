@@ -187,7 +187,7 @@ async def test_create_session_title_rules(api, title):
     model = await create_model(api, bob)
     await api.error("POST", "/api/sessions", bob, 400, "title",
                     json={"modelConfigId": model["id"], "title": title})
-    # Validation comes before existence (api.md §1 check order).
+    # Validation comes before existence (docs/api.md §1, check order).
     await api.error("POST", "/api/sessions", bob, 400, "title",
                     json={"modelConfigId": 9999, "title": title})
     assert sessions_table(api) == []

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 from aichat import __version__
-from aichat.settings.config import Config, ConfigError, load, settings_help
+from aichat.security.secrets_file import MIN_SECRET_CHARS
+from aichat.settings.config import Config, ConfigError, load
+from aichat.settings.docs import settings_help
 
 # The kernel's accept queue: aiohttp's default of 128 drops SYNs when a few hundred clients
 # connect at once, and each dropped SYN costs the client a one-second retransmit.
@@ -50,8 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # A key on the command line shows in `ps` and shell history; NEW_ENCRYPTION_KEY does not.
     rotate.add_argument("--new-key", metavar="KEY",
                         default=os.environ.get("NEW_ENCRYPTION_KEY") or None,
-                        help="the new key, at least 32 characters (default: NEW_ENCRYPTION_KEY "
-                             "from the environment, else generated)")
+                        help=f"the new key, at least {MIN_SECRET_CHARS} characters (default: "
+                             "NEW_ENCRYPTION_KEY from the environment, else generated)")
     return parser.parse_args(argv)
 
 

@@ -7,28 +7,22 @@ running server would keep encrypting and decrypting with the old key.
 
 from __future__ import annotations
 
-import base64
 import os
-import secrets
 import sqlite3
 from pathlib import Path
 
 from aichat.app import ENCRYPTION_KEY_FILE, JWT_SECRET_FILE
 from aichat.settings.config import Config, ConfigError
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
+from aichat.security import secrets_file
+from aichat.security.secrets_file import MIN_SECRET_CHARS
 
 NEW_SUFFIX = ".new"
 BUSY_TIMEOUT_MS = 5000
-MIN_SECRET_CHARS = 32  # the rule aichat.settings.config applies to ENCRYPTION_KEY
 
 
 class MaintenanceError(RuntimeError):
     """The command refused or failed; nothing was changed unless the message says so."""
-
-
-def generate_secret() -> str:
-    """32 random bytes, url-safe base64: the form secrets_file generates."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
 
 
 # --- rotate-key ---
@@ -49,7 +43,7 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     from_env = config.encryption_key is not None
     old_key, old_label = _old_key(config, key_file)
     generated = new_key is None
-    new_key = generate_secret() if new_key is None else new_key.strip()
+    new_key = secrets_file.generate() if new_key is None else new_key.strip()
     if len(new_key) < MIN_SECRET_CHARS:
         raise ConfigError(f"--new-key is too short: use at least {MIN_SECRET_CHARS} characters")
     if new_key == old_key:

@@ -13,7 +13,8 @@ from aichat.http.errors import ApiError, not_found, ok
 from aichat.http.appkeys import config_key, db_key, user_key
 from aichat.store import api_keys
 from aichat.timeutil import iso
-from aichat.http.validate import integer, path_id, read_json, string
+from aichat.http.bodies import API_KEY_CREATE
+from aichat.http.validate import path_id, read_json
 from aichat.handlers.usage import date_range
 
 routes = web.RouteTableDef()
@@ -30,8 +31,8 @@ def new_key() -> str:
 async def create_key(request: web.Request) -> web.Response:
     db, user = request.app[db_key], request[user_key]
     body = await read_json(request, request.app[config_key].max_json_body)
-    name = string(body, "name", max_len=100)
-    days = integer(body, "expiresInDays", lo=1, hi=3650)
+    fields = API_KEY_CREATE.parse(body)
+    name, days = fields["name"], fields["expiresInDays"]
     expires = iso(datetime.now(UTC) + timedelta(days=days)) if days else None
     key = new_key()
     async with db.transaction() as tx:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from aichat.http.access import admin_only
 from aichat.http.errors import ApiError, not_found, ok
@@ -13,39 +12,17 @@ from aichat.upstream import netpolicy
 from aichat.settings import system as settings
 from aichat.http.appkeys import cipher_key, config_key, db_key, resolver_key, user_key
 from aichat.store import models
-from aichat.http.validate import boolean, path_id, read_json, string
+from aichat.http.bodies import MODEL_CREATE, MODEL_UPDATE
+from aichat.http.validate import path_id, read_json
 
 routes = web.RouteTableDef()
 
 NOT_FOUND = "Model configuration"
-URL_RULE = "Invalid API URL format"
-
-
-def valid_api_url(value: str) -> str:
-    if len(value) > 2048 or any(c.isspace() or ord(c) < 32 for c in value):
-        raise ApiError(400, URL_RULE)
-    try:
-        url = URL(value)
-    except ValueError:
-        raise ApiError(400, URL_RULE) from None
-    if url.scheme not in ("http", "https") or not url.host or not url.is_absolute():
-        raise ApiError(400, URL_RULE)
-    return value
 
 
 def model_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    """The validated fields present in `body`; on create the first three are required."""
-    fields = {
-        "name": string(body, "name", required=not partial, max_len=100),
-        "apiUrl": string(body, "apiUrl", required=not partial, max_len=None,
-                         message=URL_RULE if "apiUrl" in body else None),
-        "apiKey": string(body, "apiKey", required=not partial, max_len=4096, blank_ok=True),
-        "supportsImages": boolean(body, "supportsImages"),
-    }
-    if fields["apiUrl"] is not None:
-        valid_api_url(fields["apiUrl"])
-    if not partial and fields["supportsImages"] is None:
-        fields["supportsImages"] = False
+    """The fields present in `body`, checked by the create or the update declaration."""
+    fields = (MODEL_UPDATE if partial else MODEL_CREATE).parse(body)
     return {k: v for k, v in fields.items() if v is not None}
 
 

@@ -13,12 +13,10 @@ from aichat.http.errors import ok
 from aichat.http.appkeys import config_key, db_key, user_key
 from aichat.store import settings as store
 from aichat.store.db import Reader
-from aichat.http.validate import choice, integer, read_json
+from aichat.http.bodies import PERSONAL_SETTINGS, SYSTEM_SETTINGS
+from aichat.http.validate import read_json
 
 routes = web.RouteTableDef()
-
-THEMES = ("light", "dark", "system")
-CONTEXT_MIN, CONTEXT_MAX = 1000, 32000
 
 
 def _system_view(config: Config, values: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +34,8 @@ async def get_system_settings(request: web.Request) -> web.Response:
 @admin_only
 async def update_system_settings(request: web.Request) -> web.Response:
     config, db = request.app[config_key], request.app[db_key]
-    updates = settings.validate_update(await read_json(request, config.max_json_body))
+    body = await read_json(request, config.max_json_body)
+    updates = settings.to_stored(SYSTEM_SETTINGS.parse(body))
     if updates:
         async with db.transaction() as tx:
             await store.set_system(tx, updates)
@@ -60,10 +59,7 @@ async def get_personal_settings(request: web.Request) -> web.Response:
 async def update_personal_settings(request: web.Request) -> web.Response:
     config, db, user = request.app[config_key], request.app[db_key], request[user_key]
     body = await read_json(request, config.max_json_body)
-    values = {"context_token_limit": integer(body, "context_token_limit",
-                                             lo=CONTEXT_MIN, hi=CONTEXT_MAX),
-              "theme": choice(body, "theme", THEMES)}
-    values = {k: v for k, v in values.items() if v is not None}
+    values = {k: v for k, v in PERSONAL_SETTINGS.parse(body).items() if v is not None}
     if values:
         async with db.transaction() as tx:
             await store.set_personal(tx, user.id, values)

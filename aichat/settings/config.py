@@ -1,35 +1,37 @@
 """Settings: read once from the environment into a frozen dataclass.
 
 This is the only module that looks at environment variables; everything else gets a `Config`.
+What each variable means, its default and its range are rows of aichat.settings.table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from aichat.settings.table import BY_KEY, FROM_ENV, Setting
+from aichat.settings.table import env_names as env_names  # re-exported: the tests' import
 
 
 class ConfigError(ValueError):
     """A setting has a value we refuse to start with; the message names the variable."""
 
 
-def _int(lo: int, hi: int) -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
-        try:
-            value = int(raw.strip(), 10)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
+def _int(row: Setting, name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    hi = value if row.hi is None else row.hi
+    if not row.lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {row.lo} and {row.hi}, got {value}")
+    return value
 
 
-def _bool(name: str, raw: str) -> bool:
+def _bool(row: Setting, name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("true", "1", "yes", "on"):
         return True
@@ -38,31 +40,34 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _choice(*choices: str) -> Callable[[str, str], str]:
-    def parse(name: str, raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-        return value
-
-    return parse
-
-
-def _text(name: str, raw: str) -> str:
-    return raw.strip()
-
-
-def _secret(name: str, raw: str) -> str | None:
-    value = raw.strip()
-    if not value:
-        return None
-    if len(value) < 32:
-        raise ConfigError(f"{name} is too short: use at least 32 characters (or unset it to "
-                          "have one generated)")
+def _choice(row: Setting, name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in row.choices:
+        raise ConfigError(f"{name} must be one of {', '.join(row.choices)}, got {raw!r}")
     return value
 
 
-def _database_path(name: str, raw: str) -> str:
+def _text(row: Setting, name: str, raw: str) -> str:
+    value = raw.strip()
+    if row.hi is not None and len(value) > row.hi:
+        raise ConfigError(f"{name} must be at most {row.hi} characters, got {len(value)}")
+    if row.check is not None:
+        try:
+            row.check(value)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return value
+
+
+def _secret(row: Setting, name: str, raw: str) -> str:
+    value = raw.strip()
+    if len(value) < row.lo:
+        raise ConfigError(f"{name} is too short: use at least {row.lo} characters (or unset it "
+                          "to have one generated)")
+    return value
+
+
+def _database_path(row: Setting, name: str, raw: str) -> str:
     value = raw.strip()
     if value.startswith("file:"):
         value = value[len("file:"):]
@@ -71,33 +76,15 @@ def _database_path(name: str, raw: str) -> str:
     return value
 
 
-def _optional_text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
+PARSERS: dict[str, Callable[[Setting, str, str], Any]] = {
+    "int": _int, "bool": _bool, "choice": _choice, "text": _text, "secret": _secret,
+    "path": _database_path}
 
 
-def _allowlist(name: str, raw: str) -> str:
-    from aichat.upstream.netpolicy import parse_allowlist
-    try:
-        parse_allowlist(raw)
-    except ValueError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    return raw.strip()
-
-
-def _networks(name: str, raw: str) -> str:
-    import ipaddress
-    for entry in raw.replace(",", " ").split():
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigError(f"{name}: not an address or CIDR: {entry!r}") from None
-    return raw.strip()
-
-
-def setting(default: Any, env: str | tuple[str, ...], parse: Callable[[str, str], Any],
-            doc: str) -> Any:
-    names = (env,) if isinstance(env, str) else env
-    return field(default=default, metadata={"env": names, "parse": parse, "doc": doc})
+def from_table(key: str) -> Any:
+    """A Config field whose default is the table's (tests/test_platform.py checks that every
+    row read from the environment has its field)."""
+    return dataclasses.field(default=BY_KEY[key].default)
 
 
 MIB = 1024 * 1024
@@ -105,59 +92,33 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    port: int = setting(8001, ("PORT", "BACKEND_PORT"), _int(0, 65535),
-                       "listen port (0: any free port)")
-    host: str = setting("0.0.0.0", "HOST", _text, "bind address")
-    database_path: str = setting("./data/app.db", "DATABASE_URL", _database_path,
-                                 "SQLite file: file:<path> or a bare path; its folder is the "
-                                 "data folder")
-    jwt_secret: str | None = setting(None, "JWT_SECRET", _secret,
-                                     "JWT signing secret; generated into the data folder if unset")
-    encryption_key: str | None = setting(None, "ENCRYPTION_KEY", _secret,
-                                         "secret for API-key encryption (AES-256 key = SHA-256 "
-                                         "of it); generated into the data folder if unset")
-    app_mode: str = setting("single", "APP_MODE", _choice("single", "multi"),
-                            "single or multi (who may register)")
-    default_admin_username: str | None = setting(None, "DEFAULT_ADMIN_USERNAME", _optional_text,
-                                                 "first admin created at start when no user exists")
-    default_admin_password: str | None = setting(None, "DEFAULT_ADMIN_PASSWORD", _optional_text,
-                                                 "password of that first admin")
-    enable_cors: bool = setting(True, "ENABLE_CORS", _bool, "answer CORS preflights and add "
-                                "CORS headers")
-    cors_origin: str = setting("*", "CORS_ORIGIN", _text, "* or a comma-separated origin list")
-    default_context_token_limit: int = setting(4000, "DEFAULT_CONTEXT_TOKEN_LIMIT",
-                                               _int(1, 10_000_000),
-                                               "context budget for users without their own")
-    tokenizer_mode: str = setting("precise", "TOKENIZER_MODE", _choice("precise", "heuristic"),
-                                  "precise (cl100k_base, offline) or heuristic")
-    sse_heartbeat_interval_ms: int = setting(15000, "SSE_HEARTBEAT_INTERVAL_MS",
-                                             _int(1, 3_600_000),
-                                             "SSE heartbeat period (effective >= 1000)")
-    provider_max_idle_ms: int = setting(60000, "PROVIDER_MAX_IDLE_MS", _int(0, 3_600_000),
-                                        "max upstream silence; 0 disables")
-    provider_timeout_ms: int = setting(300000, "PROVIDER_TIMEOUT_MS", _int(1, 3_600_000),
-                                       "budget of one upstream round")
-    usage_emit: bool = setting(True, "USAGE_EMIT", _bool, "send usage events")
-    usage_provider_only: bool = setting(False, "USAGE_PROVIDER_ONLY", _bool,
-                                        "stream only the provider's usage")
-    provider_retry_wait_ms: int = setting(2000, "PROVIDER_RETRY_WAIT_MS", _int(0, 600_000),
-                                          "wait before retrying a 5xx/connect error/timeout")
-    provider_rate_limit_wait_ms: int = setting(15000, "PROVIDER_RATE_LIMIT_WAIT_MS",
-                                               _int(0, 600_000),
-                                               "wait before retrying a 429 without Retry-After")
-    upstream_url_policy: str | None = setting(
-        None, "UPSTREAM_URL_POLICY", _choice("any", "public_only", "allowlist"),
-        "default upstream URL policy for personal models (unset: any in single mode, "
-        "public_only in multi)")
-    upstream_allowlist: str = setting("", "UPSTREAM_ALLOWLIST", _allowlist,
-                                      "hosts/CIDRs allowed by the allowlist policy")
-    max_concurrent_streams: int = setting(3, "MAX_CONCURRENT_STREAMS", _int(1, 10000),
-                                          "running chat rounds per user")
-    trusted_proxies: str = setting("127.0.0.1/8,::1", "TRUSTED_PROXIES", _networks,
-                                   "proxies whose X-Forwarded-For names the client")
-    bcrypt_rounds: int = setting(12, "BCRYPT_ROUNDS", _int(4, 16), "bcrypt cost factor")
-    log_level: str = setting("info", "LOG_LEVEL", _choice("debug", "info", "warn", "error"),
-                             "debug, info, warn or error")
+    port: int = from_table("port")
+    host: str = from_table("host")
+    database_path: str = from_table("database_path")
+    jwt_secret: str | None = from_table("jwt_secret")
+    encryption_key: str | None = from_table("encryption_key")
+    app_mode: str = from_table("app_mode")
+    default_admin_username: str | None = from_table("default_admin_username")
+    default_admin_password: str | None = from_table("default_admin_password")
+    enable_cors: bool = from_table("enable_cors")
+    cors_origin: str = from_table("cors_origin")
+    default_context_token_limit: int = from_table("default_context_token_limit")
+    tokenizer_mode: str = from_table("tokenizer_mode")
+    sse_heartbeat_interval_ms: int = from_table("sse_heartbeat_interval_ms")
+    provider_max_idle_ms: int = from_table("provider_max_idle_ms")
+    provider_timeout_ms: int = from_table("provider_timeout_ms")
+    usage_emit: bool = from_table("usage_emit")
+    usage_provider_only: bool = from_table("usage_provider_only")
+    provider_retry_wait_ms: int = from_table("provider_retry_wait_ms")
+    provider_rate_limit_wait_ms: int = from_table("provider_rate_limit_wait_ms")
+    upstream_url_policy: str | None = from_table("upstream_url_policy")
+    upstream_allowlist: str = from_table("upstream_allowlist")
+    max_concurrent_streams: int = from_table("max_concurrent_streams")
+    trusted_proxies: str = from_table("trusted_proxies")
+    login_address_limit: int = from_table("login_address_limit")
+    login_account_limit: int = from_table("login_account_limit")
+    bcrypt_rounds: int = from_table("bcrypt_rounds")
+    log_level: str = from_table("log_level")
     # Not settings: fixed by the contract, kept here so tests can shrink them.
     max_json_body: int = 1 * MIB
     max_chat_body: int = 32 * MIB
@@ -170,38 +131,16 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        """Build a Config from `env`; unset or empty variables keep their default."""
+        """Build a Config from `env`; unset or empty variables keep their default. Direct
+        construction (as in tests) checks nothing."""
         values = {}
-        for f in dataclasses.fields(cls):
-            names = f.metadata.get("env")
-            if not names:
-                continue
-            for name in names:
+        for row in FROM_ENV:
+            for name in row.env:
                 raw = env.get(name)
                 if raw is not None and raw.strip() != "":
-                    values[f.name] = f.metadata["parse"](name, raw)
+                    values[row.key] = PARSERS[row.kind](row, name, raw)
                     break
         return cls(**values)
-
-
-def settings_help() -> str:
-    """One line per setting with its default, for `server.py --help`."""
-    lines = []
-    for f in dataclasses.fields(Config):
-        names = f.metadata.get("env")
-        if not names:
-            continue
-        default = "(generated)" if f.name in ("jwt_secret", "encryption_key") else f.default
-        if default is None:
-            default = "(unset)"
-        elif isinstance(default, bool):
-            default = str(default).lower()
-        lines.append(f"  {' / '.join(names):<30} {str(default):<16} {f.metadata['doc']}")
-    return "\n".join(lines)
-
-
-def env_names() -> list[str]:
-    return [n for f in dataclasses.fields(Config) for n in f.metadata.get("env", ())]
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
