@@ -52,7 +52,8 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
         app[resolver_key] = resolver
     app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
     app[registry_key] = Registry()
-    app[limiter_key] = FailureLimiter()
+    app[limiter_key] = FailureLimiter(address_limit=config.login_address_limit,
+                                      pair_limit=config.login_account_limit)
     app[trusted_proxies_key] = parse_networks(config.trusted_proxies)
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx, checkpoint_ctx])

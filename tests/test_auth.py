@@ -154,6 +154,25 @@ async def test_password_change_invalidates_older_tokens(api):
     await api.ok("GET", "/api/auth/me", fresh)
 
 
+async def test_password_change_revokes_the_callers_api_keys(api):
+    """A stolen token could have minted keys that never expire: they must not survive."""
+    bob = await api.register("bob", "password1")
+    carol = await api.register("carol", "password1")
+    keys = [(await api.ok("POST", "/api/keys", bob, json={"name": f"k{i}"}))["key"]
+            for i in range(2)]
+    kept = (await api.ok("POST", "/api/keys", carol, json={"name": "carol's"}))["key"]
+    status, body = await api.call("PUT", "/api/auth/password", bob,
+                                  json={"currentPassword": "password1",
+                                        "newPassword": "password2"})
+    assert status == 200 and body["data"] is None
+    assert "2 API keys revoked" in body["message"]
+    for key in keys:
+        async with api.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 401
+    async with api.client.get("/v1/models", headers={"Authorization": f"Bearer {kept}"}) as r:
+        assert r.status == 200
+
+
 async def test_password_change_rules(api):
     bob = await api.register("bob", "password1")
     await api.error("PUT", "/api/auth/password", None, 401,

@@ -110,3 +110,48 @@ async def test_delete_rules(api):
     await api.error("DELETE", f"/api/users/{admin.id}", "admin", 400, "Cannot delete your own")
     await api.error("DELETE", "/api/users/0", "admin", 404, "User not found")
     await api.error("DELETE", "/api/users/1x", "admin", 400, "Invalid user ID")
+
+
+async def _with_writes_held(api, *calls):
+    """Run `calls` concurrently while the test holds the write lock, so every request has
+    passed its checks outside the transaction before any of them may write."""
+    import asyncio
+
+    from aichat.http.appkeys import db_key
+    db = api.client.app[db_key]
+    async with db.transaction():
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        for _ in range(500):
+            if len(db._write_lock._waiters or ()) == len(calls):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the requests never reached the write lock")
+    return await asyncio.gather(*tasks)
+
+
+async def test_two_admins_deleting_each_other_at_once_leave_one_admin(api):
+    bob = await api.register("bob")
+    await api.ok("PUT", f"/api/users/{bob.id}/role", "admin", json={"role": "ADMIN"})
+    admin = api.users["admin"]
+    first, second = await _with_writes_held(
+        api, api.call("DELETE", f"/api/users/{bob.id}", "admin"),
+        api.call("DELETE", f"/api/users/{admin.id}", bob))
+    statuses = sorted([first[0], second[0]])
+    assert statuses == [200, 403], (first, second)
+    import sqlite3
+    with sqlite3.connect(api.config.database_path) as conn:
+        assert conn.execute("SELECT role FROM users").fetchall() == [("ADMIN",)]
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(api):
+    bob = await api.register("bob")
+    await api.ok("PUT", f"/api/users/{bob.id}/role", "admin", json={"role": "ADMIN"})
+    admin = api.users["admin"]
+    results = await _with_writes_held(
+        api, api.call("PUT", f"/api/users/{bob.id}/role", "admin", json={"role": "USER"}),
+        api.call("PUT", f"/api/users/{admin.id}/role", bob, json={"role": "USER"}))
+    assert sorted(r[0] for r in results) == [200, 403], results
+    import sqlite3
+    with sqlite3.connect(api.config.database_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM users WHERE role = 'ADMIN'").fetchone() == (1,)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aichat.security.accounts import valid_password, valid_username
 from aichat.http.access import public
 from aichat.http.errors import ApiError, ok
 from aichat.http.appkeys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
                                  trusted_proxies_key, user_key)
-from aichat.security.ratelimit import Attempt
+from aichat.security.ratelimit import Attempt, CredentialError
 from aichat.store import settings as settings_store
-from aichat.store import users
+from aichat.store import api_keys, users
 from aichat.store.db import Reader
 from aichat.store.users import User
-from aichat.http.validate import read_json, string
+from aichat.http.bodies import CREDENTIALS, PASSWORD_CHANGE, REGISTRATION
+from aichat.http.validate import read_json
 
 routes = web.RouteTableDef()
+
+USERNAME_TAKEN = "Username already exists"
 
 
 async def _registration_role(db: Reader, app_mode: str) -> str:
@@ -46,18 +48,18 @@ async def register(request: web.Request) -> web.Response:
     config, db = request.app[config_key], request.app[db_key]
     async with _attempt(request) as attempt:
         body = await read_json(request, config.max_json_body)
-        attempt.named(body.get("username"))
-        username = valid_username(body.get("username"))
-        password = valid_password(body.get("password"))
+        await attempt.named(body.get("username"))
+        fields = REGISTRATION.parse(body)
+        username, password = fields["username"], fields["password"]
         # Cheap refusals before paying for bcrypt; repeated under the write lock below.
         await _registration_role(db, config.app_mode)
         if await users.exists(db, username):
-            raise ApiError(409, "Username already exists")
+            raise CredentialError(409, USERNAME_TAKEN)
         hashed = await request.app[hasher_key].hash(password)
         async with db.transaction() as tx:
             role = await _registration_role(tx, config.app_mode)
             if await users.exists(tx, username):
-                raise ApiError(409, "Username already exists")
+                raise CredentialError(409, USERNAME_TAKEN)
             user = await users.create(tx, username, hashed, role)
     return ok(_session(request, user), "Registration successful")
 
@@ -67,13 +69,12 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     async with _attempt(request) as attempt:
         body = await read_json(request, request.app[config_key].max_json_body)
-        attempt.named(body.get("username"))
-        username = string(body, "username", min_len=0, blank_ok=True)
-        password = string(body, "password", min_len=0, blank_ok=True)
-        found = await users.get_with_hash(request.app[db_key], username)
+        await attempt.named(body.get("username"))
+        fields = CREDENTIALS.parse(body)
+        found = await users.get_with_hash(request.app[db_key], fields["username"])
         user, hashed = found if found else (None, None)
-        if not await request.app[hasher_key].verify(password, hashed) or user is None:
-            raise ApiError(401, "Invalid username or password")
+        if not await request.app[hasher_key].verify(fields["password"], hashed) or user is None:
+            raise CredentialError(401, "Invalid username or password")
     return ok(_session(request, user), "Login successful")
 
 
@@ -87,12 +88,16 @@ async def me(request: web.Request) -> web.Response:
 async def change_password(request: web.Request) -> web.Response:
     db, hasher, user = request.app[db_key], request.app[hasher_key], request[user_key]
     body = await read_json(request, request.app[config_key].max_json_body)
-    current = string(body, "currentPassword", min_len=0, blank_ok=True)
-    new = valid_password(body.get("newPassword"),
-                         "newPassword must be at least 8 characters with letters and numbers")
-    if not await hasher.verify(current, await users.get_hash(db, user.id)):
-        raise ApiError(400, "Current password is incorrect")
-    hashed = await hasher.hash(new)
+    fields = PASSWORD_CHANGE.parse(body)
+    # A stolen token must not let its holder guess the password it would need to keep access.
+    async with _attempt(request) as attempt:
+        await attempt.named(user.username)
+        if not await hasher.verify(fields["currentPassword"], await users.get_hash(db, user.id)):
+            raise CredentialError(400, "Current password is incorrect")
+    hashed = await hasher.hash(fields["newPassword"])
+    # A stolen token could have minted API keys that never expire: they go with the password.
     async with db.transaction() as tx:
         await users.set_password(tx, user.id, hashed)
-    return ok(None, "Password changed; sign in again with the new password")
+        revoked = await api_keys.delete_for_user(tx, user.id)
+    keys = f"; {revoked} API key{'s' if revoked != 1 else ''} revoked" if revoked else ""
+    return ok(None, f"Password changed; sign in again with the new password{keys}")

@@ -1,73 +1,120 @@
-"""Failure limits for login and registration: 10 failures in 15 minutes, then 429.
+"""Failure limits for sign-in, registration and password change.
 
-Counted per client address and per username, in memory (a restart forgives; one process is
-the whole service). Behind a reverse proxy every client shares the proxy's address, so the
-address is taken from X-Forwarded-For when the peer is a trusted proxy (TRUSTED_PROXIES).
+Only credential failures count (a wrong password, an unknown user, a taken username): a
+malformed body or a closed registration says nothing about guessing, and counting them would
+let one front-end bug lock a whole office behind its NAT address out. Three counters:
+
+- per client address (an IPv6 client usually holds a whole /64, so that is one address):
+  past `LOGIN_ADDRESS_LIMIT` failures the address gets 429;
+- per (address, username): past `LOGIN_ACCOUNT_LIMIT` failures, 429 — one guesser at one
+  account;
+- per username, from anywhere: never a refusal (anyone could then lock any account out), but
+  past `LOGIN_ACCOUNT_LIMIT` failures every attempt on that name waits, doubling up to 8 s:
+  a spread-out guesser slows down while the owner still gets in.
+
+Each counter is a leaky bucket: a failure adds one and the level drains at `limit` per
+window, so "10 per 15 minutes" gives back one attempt every 90 s. Memory is bounded: at most
+`max_keys` keys per counter; a full table first drops drained keys, then the oldest key still
+below its limit, and never a key at its limit (so a flood of cheap new keys cannot reset one).
+Counts live in memory: a restart forgives. Behind a reverse proxy every client shares the
+proxy's address, so the address comes from X-Forwarded-For when the peer is a trusted proxy
+(TRUSTED_PROXIES).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
+import re
 import time
-from collections import deque
 from typing import Callable
 
 from aiohttp import web
 
 from aichat.http.errors import ApiError
 
-LIMIT = 10
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 WINDOW_S = 15 * 60
-MAX_KEYS = 100_000  # bounded memory under a spray of usernames or addresses
+ADDRESS_LIMIT = 30
+PAIR_LIMIT = 10
+MAX_KEYS = 50_000  # per counter: about 12 MB at most, then the eviction rule above
+MAX_DELAY_S = 8.0
+_SWEEP_EVERY_S = 60.0
+_EVICT_SCAN = 1000  # a full table looks this far for a key below its limit, no further
+_USERNAME = re.compile(r"[A-Za-z0-9_]{3,20}")  # no account can have another name
 
 
-class FailureLimiter:
-    def __init__(self, limit: int = LIMIT, window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._failures: dict[str, deque[float]] = {}
+class CredentialError(ApiError):
+    """A failure that counts: the caller presented a credential and it was wrong."""
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
 
-    def check(self, keys: list[str]) -> None:
-        """429 with Retry-After if any key is at its limit."""
+class Buckets:
+    """Leaky buckets keyed by string: `level` failures, draining at `limit` per window."""
+
+    def __init__(self, limit: int, window_s: float, max_keys: int,
+                 clock: Callable[[], float]) -> None:
+        self.limit, self.max_keys, self._clock = limit, max_keys, clock
+        self._rate = limit / window_s
+        self._levels: dict[str, tuple[float, float]] = {}
+        self._swept_at = clock()
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def level(self, key: str) -> float:
+        entry = self._levels.get(key)
+        if entry is None:
+            return 0.0
+        level, at = entry
+        return max(0.0, level - (self._clock() - at) * self._rate)
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until `key` may try again; 0 if it may now."""
+        excess = self.level(key) - (self.limit - 1)
+        return excess / self._rate if excess > 0 else 0.0
+
+    def add(self, key: str) -> None:
+        if key not in self._levels and not self._make_room():
+            return  # every key is at its limit: the newcomer goes uncounted, none is reset
+        self._levels[key] = (self.level(key) + 1, self._clock())
+
+    def forget(self, key: str) -> None:
+        self._levels.pop(key, None)
+
+    def _make_room(self) -> bool:
         now = self._clock()
-        wait = 0.0
-        for key in keys:
-            times = self._recent(key, now)
-            if times is not None and len(times) >= self.limit:
-                wait = max(wait, times[0] + self.window_s - now)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise ApiError(429, f"Too many failed attempts; try again in {seconds} seconds",
-                           {"Retry-After": str(seconds)})
-
-    def failed(self, keys: list[str]) -> None:
-        now = self._clock()
-        for key in keys:
-            times = self._recent(key, now)
-            if times is None:
-                if len(self._failures) >= MAX_KEYS:
-                    del self._failures[next(iter(self._failures))]
-                times = self._failures[key] = deque()
-            times.append(now)
-
-    def forgive(self, key: str) -> None:
-        self._failures.pop(key, None)
+        if len(self._levels) < self.max_keys and now - self._swept_at < _SWEEP_EVERY_S:
+            return True
+        self._swept_at = now
+        for key in [k for k in self._levels if self.level(k) == 0]:
+            del self._levels[key]
+        if len(self._levels) < self.max_keys:
+            return True
+        for i, key in enumerate(self._levels):
+            if i >= _EVICT_SCAN:
+                return False
+            if self.level(key) <= self.limit - 1:  # not refused now
+                del self._levels[key]
+                return True
+        return False
 
 
-def client_address(request: web.Request, trusted: list[ipaddress.IPv4Network |
-                                                     ipaddress.IPv6Network]) -> str:
+def address_key(address: str) -> str:
+    """The client's address as counted: IPv6 by its /64, IPv4-mapped as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]  # not an IP (a Unix socket peer): still bounded
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def client_address(request: web.BaseRequest, trusted: list[IPNetwork]) -> str:
     """The peer, or the rightmost X-Forwarded-For entry not added by a trusted proxy."""
     peer = request.remote or ""
     chain = [peer] + [part.strip() for part in
@@ -83,38 +130,76 @@ def client_address(request: web.Request, trusted: list[ipaddress.IPv4Network |
     return chain[-1]
 
 
-def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def parse_networks(text: str) -> list[IPNetwork]:
     return [ipaddress.ip_network(entry, strict=False) for entry in text.replace(",", " ").split()]
 
 
-class Attempt:
-    """One login or registration attempt: checked up front, counted if it fails.
+class FailureLimiter:
+    """The three counters of this module's docstring, for the whole process."""
 
-    `async with Attempt(limiter, request, trusted) as attempt:` checks the client address;
-    `attempt.named(username)` adds and checks the username once the body is read. Any ApiError
-    other than the 429 itself counts as a failure; success forgives the username.
+    def __init__(self, *, address_limit: int = ADDRESS_LIMIT, pair_limit: int = PAIR_LIMIT,
+                 window_s: float = WINDOW_S, max_keys: int = MAX_KEYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.addresses = Buckets(address_limit, window_s, max_keys, clock)
+        self.pairs = Buckets(pair_limit, window_s, max_keys, clock)
+        self.names = Buckets(pair_limit, window_s, max_keys, clock)
+
+    def refuse_if_limited(self, address: str, username: str | None) -> None:
+        wait = self.addresses.wait_s(address)
+        if username is not None:
+            wait = max(wait, self.pairs.wait_s(f"{address} {username}"))
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(429, f"Too many failed attempts; try again in {seconds} seconds",
+                           {"Retry-After": str(seconds)})
+
+    def delay_s(self, username: str) -> float:
+        """How long an attempt on `username` waits: 0 until it has drawn `pair_limit`
+        failures, then 0.25 s doubling per further failure, at most MAX_DELAY_S."""
+        excess = self.names.level(username) - (self.names.limit - 1)
+        return 0.0 if excess <= 0 else min(MAX_DELAY_S, 0.25 * 2 ** min(excess - 1, 8))
+
+    def failed(self, address: str, username: str | None) -> None:
+        self.addresses.add(address)
+        if username is not None:
+            self.pairs.add(f"{address} {username}")
+            self.names.add(username)
+
+    def succeeded(self, address: str, username: str | None) -> None:
+        if username is not None:
+            self.pairs.forget(f"{address} {username}")
+
+
+class Attempt:
+    """One sign-in, registration or password change, as an async context manager.
+
+    Entering refuses a limited address; `await attempt.named(username)` adds the username's
+    limits (and its slow-down) once the body is read. Leaving with a `CredentialError` counts
+    one failure; any other error counts nothing; success clears the (address, username) pair.
     """
 
-    def __init__(self, limiter: FailureLimiter, request: web.Request,
-                 trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
-        self._limiter = limiter
-        self._keys = [f"ip:{client_address(request, trusted)}"]
-        self._user_key: str | None = None
+    def __init__(self, guard: FailureLimiter, request: web.BaseRequest,
+                 trusted: list[IPNetwork]) -> None:
+        self._guard = guard
+        self._address = address_key(client_address(request, trusted))
+        self._username: str | None = None
 
-    def named(self, username: object) -> None:
-        if isinstance(username, str) and username:
-            self._user_key = f"user:{username}"
-            self._keys.append(self._user_key)
-            self._limiter.check([self._user_key])
+    async def named(self, username: object) -> None:
+        if not isinstance(username, str) or not _USERNAME.fullmatch(username):
+            return  # no account has such a name: the address alone is counted
+        self._username = username
+        self._guard.refuse_if_limited(self._address, username)
+        delay = self._guard.delay_s(username)
+        if delay:
+            await asyncio.sleep(delay)
 
     async def __aenter__(self) -> Attempt:
-        self._limiter.check(self._keys)
+        self._guard.refuse_if_limited(self._address, None)
         return self
 
     async def __aexit__(self, exc_type: type | None, exc: BaseException | None,
                         tb: object) -> None:
         if exc is None:
-            if self._user_key:
-                self._limiter.forgive(self._user_key)
-        elif isinstance(exc, ApiError) and exc.status != 429:
-            self._limiter.failed(self._keys)
+            self._guard.succeeded(self._address, self._username)
+        elif isinstance(exc, CredentialError):
+            self._guard.failed(self._address, self._username)
