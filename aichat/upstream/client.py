@@ -27,6 +27,7 @@ CONTENT, REASONING, FINISH, USAGE = "content", "reasoning", "finish", "usage"
 _ERROR_TEXT_CHARS = 200
 _MAX_ERROR_BODY = 8192
 _MAX_JSON_BODY = 16 * 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024  # one SSE line; the default of MAX_UPSTREAM_LINE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,22 +201,53 @@ class StreamResult:
     junk_lines = 0
 
 
+class _Lines:
+    """Splits a byte stream into lines in linear time, refusing a line past `max_bytes`.
+
+    Pieces without a newline wait in a list (appending to one bytes object would copy it on
+    every read: quadratic on a stream that never sends a newline) and are joined once the
+    line ends."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        end = piece.rfind(b"\n")
+        if end < 0:
+            self._size += len(piece)
+            if self._size > self._max:
+                raise ProviderError(f"AI API sent a line longer than {self._max} bytes",
+                                    "garbage")
+            self._pending.append(piece)
+            return []
+        head, tail = piece[:end], piece[end + 1:]
+        if self._pending:
+            head = b"".join((*self._pending, head))
+            self._pending.clear()
+        lines = head.split(b"\n")
+        if any(len(line) > self._max for line in lines):
+            raise ProviderError(f"AI API sent a line longer than {self._max} bytes", "garbage")
+        self._size = len(tail)
+        if tail:
+            self._pending.append(tail)
+        return lines
+
+
 async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
-                 idle_s: float | None, result: StreamResult) -> AsyncIterator[tuple[str, Any]]:
+                 idle_s: float | None, result: StreamResult,
+                 max_line: int = MAX_LINE_BYTES) -> AsyncIterator[tuple[str, Any]]:
     """Yield (kind, value) events of a streamed completion until [DONE] or EOF."""
     response = await _post(http, target, body, idle_s, "text/event-stream")
     watch = _IdleWatch(idle_s, response)
     clean = False
     try:
         with _reading(watch, idle_s):
-            buffer = b""
+            lines = _Lines(max_line)
             async for piece in response.content.iter_any():
                 watch.touch()
-                buffer += piece
-                if b"\n" not in piece:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
+                for line in lines.feed(piece):
                     if not line.startswith(b"data:"):
                         continue  # blank separators, comments, event:/id:/retry: fields
                     data = line[5:].strip()
