@@ -1,4 +1,4 @@
-"""Schemathesis against the live server: no 500s, and every answer as aichat.http.openapi describes it.
+"""Schemathesis against the live server: no 500s, every answer as aichat.http.openapi says.
 
 The server runs as a subprocess (`python server.py`) because schemathesis calls are synchronous:
 an app on this process's event loop would deadlock. It gets a fresh database, an admin (whose

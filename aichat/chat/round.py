@@ -121,6 +121,8 @@ class Round:
         A streamed round keeps its partial reply; a non-streamed one has no partial to keep, so
         a client that gave up on it leaves nothing more stored (docs/api.md §6.1).
         """
+        if self.task is None:
+            raise RuntimeError("follow() before start()")
         try:
             await asyncio.shield(self.task)
         except asyncio.CancelledError:
@@ -156,7 +158,9 @@ class Round:
         except asyncio.CancelledError:
             if self.cancel_reason is None:
                 raise
-            asyncio.current_task().uncancel()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             return STOPPED
         except TimeoutError:
             return Outcome(Status.ERROR, "AI API request timed out", ErrorKind.TIMEOUT)

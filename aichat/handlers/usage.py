@@ -15,7 +15,7 @@ from aichat.http.errors import ApiError, not_found, ok
 from aichat.http.appkeys import db_key, tokenizer_key, user_key
 from aichat.store import messages, sessions, usage
 from aichat.timeutil import iso
-from aichat.http.validate import query_id
+from aichat.http.validate import query_id, required_query_id
 
 routes = web.RouteTableDef()
 
@@ -25,7 +25,7 @@ RANGE_ERROR = "Invalid date range"
 @routes.get("/api/chat/usage")
 async def session_usage(request: web.Request) -> web.Response:
     db, user = request.app[db_key], request[user_key]
-    session_id = query_id(request, "sessionId", required=True)
+    session_id = required_query_id(request, "sessionId")
     if await sessions.owned(db, session_id, user.id) is None:
         raise not_found("Chat session")
     history = await messages.history(db, session_id, None, HISTORY_MESSAGES)
@@ -70,7 +70,7 @@ def date_range(request: web.Request) -> tuple[str, str]:
 async def daily_usage(request: web.Request) -> web.Response:
     db, user = request.app[db_key], request[user_key]
     start_iso, end_iso = date_range(request)
-    session_id = query_id(request, "sessionId", required=False)
+    session_id = query_id(request, "sessionId")
     if session_id is not None and await sessions.owned(db, session_id, user.id) is None:
         raise not_found("Chat session")
     rows = await usage.daily(db, user.id, start_iso, end_iso, usage.Source.CHAT,

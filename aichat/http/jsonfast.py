@@ -15,7 +15,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # pragma: no cover - exercised by running without the extra
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 # A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape; the stdlib parser lets
 # it through as a str that SQLite and UTF-8 encoders then refuse.

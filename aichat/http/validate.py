@@ -52,12 +52,17 @@ def path_id(request: web.Request, name: str, thing: str) -> int:
     return value if value <= MAX_SQL_INT else 0
 
 
-def query_id(request: web.Request, name: str, *, required: bool) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or (raw == "" and not required):
-        if required:
-            raise ApiError(400, f"Invalid {name}")
+def query_id(request: web.Request, name: str) -> int | None:
+    """An optional id from the query string: absent or empty is None."""
+    if not request.query.get(name):
         return None
+    return required_query_id(request, name)
+
+
+def required_query_id(request: web.Request, name: str) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        raise ApiError(400, f"Invalid {name}")
     value = _decimal(raw)
     if value is None or value == 0:
         raise ApiError(400, f"Invalid {name}")

@@ -10,13 +10,14 @@ import base64
 import binascii
 import hashlib
 import os
+from typing import Any
 
 PREFIX = "v1:"
 NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
-def _gcm(key: bytes, nonce: bytes) -> object:
+def _gcm(key: bytes, nonce: bytes) -> Any:
     # pycryptodome is imported on first use: an idle server needs no cipher (idle RSS budget).
     from Crypto.Cipher import AES
     return AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)

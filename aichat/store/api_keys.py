@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from aichat.store import usage
-from aichat.store.db import Reader, Transaction
+from aichat.store.db import Reader, Transaction, found
 
 _PUBLIC = ("id, name, prefix, created_at AS createdAt, last_used_at AS lastUsedAt,"
            " expires_at AS expiresAt")
@@ -17,7 +17,7 @@ async def create(tx: Transaction, user_id: int, name: str, prefix: str, key_hash
     key_id = await tx.insert(
         "INSERT INTO api_keys (user_id, name, prefix, key_hash, expires_at)"
         " VALUES (?, ?, ?, ?, ?)", (user_id, name, prefix, key_hash, expires_at))
-    return await tx.one(f"SELECT {_PUBLIC} FROM api_keys WHERE id = ?", (key_id,))
+    return found(await tx.one(f"SELECT {_PUBLIC} FROM api_keys WHERE id = ?", (key_id,)))
 
 
 async def count(db: Reader, user_id: int) -> int:

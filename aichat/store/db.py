@@ -21,7 +21,7 @@ import re
 import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar, cast
 
 import aiosqlite
 
@@ -50,6 +50,20 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
 
 
+def inserted_id(rowid: int | None) -> int:
+    """An INSERT's new row id: sqlite3 types it optional, but an insert always sets it."""
+    if rowid is None:
+        raise RuntimeError("INSERT reported no row id")
+    return rowid
+
+
+def found(row: T | None) -> T:
+    """A row just written in the same transaction: it exists."""
+    if row is None:
+        raise RuntimeError("a row written in this transaction is missing")
+    return row
+
+
 class Reader:
     """Read helpers shared by the database and an open transaction."""
 
@@ -57,10 +71,10 @@ class Reader:
         self.conn = conn
 
     async def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        return list(await self.conn.execute_fetchall(sql, params))
+        return cast(list[dict[str, Any]], list(await self.conn.execute_fetchall(sql, params)))
 
     async def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        rows = await self.conn.execute_fetchall(sql, params)
+        rows = await self.all(sql, params)
         return rows[0] if rows else None
 
     async def value(self, sql: str, params: Params = ()) -> Any:
@@ -123,7 +137,7 @@ class Transaction(Reader):
 
     async def insert(self, sql: str, params: Params = ()) -> int:
         cursor = await self.conn.execute(sql, params)
-        return cursor.lastrowid
+        return inserted_id(cursor.lastrowid)
 
 
 class Database(Reader):
@@ -168,7 +182,7 @@ async def connect(path: str) -> Database:
     if path != ":memory:":
         private_files(Path(path).expanduser())
     conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = _dict_row
+    conn.row_factory = _dict_row  # type: ignore[assignment]  # aiosqlite types it as `type`
     try:
         await conn.execute("PRAGMA busy_timeout = 5000")
         await conn.execute("PRAGMA journal_mode = WAL")

@@ -6,7 +6,7 @@ import functools
 import sqlite3
 from typing import Any
 
-from aichat.store.db import Reader, Transaction
+from aichat.store.db import Reader, Transaction, inserted_id
 
 _MESSAGE = """
     SELECT m.id, m.session_id AS sessionId, m.role, m.content, m.created_at AS createdAt,
@@ -47,10 +47,10 @@ def add(conn: sqlite3.Connection, session_id: int, role: str, content: str, *,
         tokens: tuple[int, str] | None = None) -> int:
     """Insert a message (synchronously, inside a transaction); `tokens` = (count, mode)."""
     count, mode = tokens if tokens else (None, None)
-    return conn.execute(
+    return inserted_id(conn.execute(
         "INSERT INTO messages (session_id, role, content, status, reasoning, token_count,"
         " token_mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (session_id, role, content, status, reasoning, count, mode)).lastrowid
+        (session_id, role, content, status, reasoning, count, mode)).lastrowid)
 
 
 async def insert(tx: Transaction, session_id: int, role: str, content: str,

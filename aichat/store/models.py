@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
-from aichat.store.db import Reader, Transaction
+from aichat.store.db import Reader, Transaction, found
 
 _COLUMNS = ("id, user_id AS userId, name, api_url AS apiUrl, '' AS apiKey,"
             " supports_images AS supportsImages, created_at AS createdAt")
@@ -77,7 +77,7 @@ async def create(tx: Transaction, cipher: KeyCipher, owner_id: int | None, name:
         " VALUES (?, ?, ?, '', ?)", (owner_id, name, api_url, int(supports_images)))
     await tx.execute("UPDATE model_configs SET api_key = ? WHERE id = ?",
                      (cipher.encrypt(api_key, model_aad(model_id)), model_id))
-    return await get_owned(tx, model_id, owner_id)
+    return found(await get_owned(tx, model_id, owner_id))
 
 
 async def update(tx: Transaction, cipher: KeyCipher, model_id: int,

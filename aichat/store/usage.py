@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aichat.store.db import Reader
+from aichat.store.db import Reader, found, inserted_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,13 @@ def add(conn: sqlite3.Connection, model: str, provider: str | None, usage: Usage
         context_limit: int | None = None) -> int:
     """Insert a row (synchronously, inside a transaction): a chat round's with its session
     (its user comes from there), a /v1 request's with its user and key."""
-    return conn.execute(
+    return inserted_id(conn.execute(
         "INSERT INTO usage_metrics (user_id, session_id, message_id, api_key_id, model,"
         " provider, status, prompt_tokens, completion_tokens, total_tokens, context_limit,"
         " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, session_id, message_id, api_key_id, model, provider, status,
          usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, context_limit,
-         int(usage.estimated))).lastrowid
+         int(usage.estimated))).lastrowid)
 
 
 _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
@@ -56,7 +56,8 @@ _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
 
 
 async def session_totals(db: Reader, session_id: int) -> dict[str, int]:
-    return await db.one(f"SELECT {_SUMS} FROM usage_metrics WHERE session_id = ?", (session_id,))
+    return found(await db.one(f"SELECT {_SUMS} FROM usage_metrics WHERE session_id = ?",
+                              (session_id,)))
 
 
 async def last_round(db: Reader, session_id: int) -> dict[str, Any] | None:

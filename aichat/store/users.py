@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aichat.store.db import Reader, Transaction
+from aichat.store.db import Reader, Transaction, found
 
 _PUBLIC = "id, username, role, created_at AS createdAt"
 
@@ -59,7 +59,7 @@ async def create(tx: Transaction, username: str, hashed: str, role: str) -> User
     user_id = await tx.insert(
         "INSERT INTO users (username, hashed_password, role) VALUES (?, ?, ?)",
         (username, hashed, role))
-    return await get(tx, user_id)
+    return found(await get(tx, user_id))
 
 
 async def set_password(tx: Transaction, user_id: int, hashed: str) -> None:

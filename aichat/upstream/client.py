@@ -13,7 +13,7 @@ import email.utils
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncGenerator, Iterator
 
 import aiohttp
 from yarl import URL
@@ -107,6 +107,7 @@ class _IdleWatch:
         self.last = self._loop.time()
 
     def _check(self) -> None:
+        assert self._idle_s is not None  # scheduled only with a limit
         due = self.last + self._idle_s
         if self._loop.time() < due:
             self._handle = self._loop.call_at(due, self._check)
@@ -237,7 +238,7 @@ class _Lines:
 
 async def stream(http: aiohttp.ClientSession, target: Target, body: bytes,
                  idle_s: float | None, result: StreamResult,
-                 max_line: int = MAX_LINE_BYTES) -> AsyncIterator[tuple[str, Any]]:
+                 max_line: int = MAX_LINE_BYTES) -> AsyncGenerator[tuple[str, Any], None]:
     """Yield (kind, value) events of a streamed completion until [DONE] or EOF."""
     response = await _post(http, target, body, idle_s, "text/event-stream")
     watch = _IdleWatch(idle_s, response)

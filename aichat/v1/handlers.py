@@ -57,7 +57,10 @@ async def _model(app: Any, user_id: int, name: str) -> dict[str, Any]:
     if model_id is None:
         raise ApiError(404, f"The model '{name}' does not exist")
     # A key that does not decrypt is reported by the round as its error.
-    return await models.upstream(db, app[cipher_key], model_id, strict=False)
+    model = await models.upstream(db, app[cipher_key], model_id, strict=False)
+    if model is None:  # deleted since the look-up
+        raise ApiError(404, f"The model '{name}' does not exist")
+    return model
 
 
 @routes.post("/chat/completions")
