@@ -47,13 +47,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "(stop the server first)",
         description="Compact the database, then re-encrypt every stored model API key "
                     "under a new key in one transaction. Stop the server first. With "
-                    "data/encryption_key the file is replaced; with ENCRYPTION_KEY set, a "
-                    "generated key is printed once and ENCRYPTION_KEY must be set to it.")
+                    "data/encryption_key the file is replaced (the new key is written to "
+                    "disk before the commit); with ENCRYPTION_KEY set, --new-key (or "
+                    "NEW_ENCRYPTION_KEY) is required and ENCRYPTION_KEY must be set to it.")
     # A key on the command line shows in `ps` and shell history; NEW_ENCRYPTION_KEY does not.
     rotate.add_argument("--new-key", metavar="KEY",
                         default=os.environ.get("NEW_ENCRYPTION_KEY") or None,
                         help=f"the new key, at least {MIN_SECRET_CHARS} characters (default: "
-                             "NEW_ENCRYPTION_KEY from the environment, else generated)")
+                             "NEW_ENCRYPTION_KEY from the environment; generated when the key "
+                             "lives in the data folder)")
     return parser.parse_args(argv)
 
 

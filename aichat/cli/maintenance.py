@@ -41,8 +41,13 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     key_file = config.data_dir / ENCRYPTION_KEY_FILE
     new_file = key_file.with_name(ENCRYPTION_KEY_FILE + NEW_SUFFIX)
     from_env = config.encryption_key is not None
+    if from_env and new_key is None:
+        # A generated key shown only after the commit could be lost to a closed pipe or a
+        # `| head`, and every stored provider key with it: the operator brings the new key.
+        raise ConfigError("ENCRYPTION_KEY comes from the environment, so the new key cannot "
+                          "be stored for you: give it with --new-key (or NEW_ENCRYPTION_KEY), "
+                          "then set ENCRYPTION_KEY to it")
     old_key, old_label = _old_key(config, key_file)
-    generated = new_key is None
     new_key = secrets_file.generate() if new_key is None else new_key.strip()
     if len(new_key) < MIN_SECRET_CHARS:
         raise ConfigError(f"--new-key is too short: use at least {MIN_SECRET_CHARS} characters")
@@ -85,12 +90,6 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     print(f"Re-encrypted {len(updates)} stored API key(s) under a new encryption key.")
     if not from_env:
         print(f"The new key replaced {key_file}; the old key no longer decrypts anything.")
-    elif generated:
-        print("ENCRYPTION_KEY is set in the environment, so the new key is not stored anywhere; "
-              "this is the only time it is shown:\n\n"
-              f"  ENCRYPTION_KEY={new_key}\n\n"
-              "Set ENCRYPTION_KEY to it (environment or .env) before starting the server: "
-              "the old key no longer decrypts anything.")
     else:
         print("Set ENCRYPTION_KEY to the key given with --new-key before starting the server: "
               "the old key no longer decrypts anything.")
