@@ -41,3 +41,28 @@ async def test_database_files_left_world_readable_are_narrowed_at_start(tmp_path
         assert await db.value("SELECT COUNT(*) FROM schema_version") > 0  # same database
     finally:
         await db.close()
+
+
+async def test_a_body_past_the_cap_is_refused_before_it_ends():
+    """A chunked body has no Content-Length: the cap applies while it is read, so the server
+    never holds more than the route allows (here the body never even ends)."""
+    import asyncio
+    from unittest import mock
+
+    import pytest
+    from aiohttp import StreamReader
+    from aiohttp.test_utils import make_mocked_request
+
+    from aichat.http.errors import ApiError
+    from aichat.http.validate import read_json
+
+    body = StreamReader(mock.Mock(_reading_paused=False), 2**16,
+                        loop=asyncio.get_running_loop())
+    request = make_mocked_request("POST", "/api/auth/login", payload=body,
+                                  headers={"Transfer-Encoding": "chunked"})
+    for _ in range(17):  # 1.06 MiB, and no end of body
+        body.feed_data(b"x" * 65536)
+    async with asyncio.timeout(5):
+        with pytest.raises(ApiError) as refused:
+            await read_json(request, 1024 * 1024)
+    assert refused.value.status == 413
