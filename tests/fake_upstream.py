@@ -46,6 +46,8 @@ class Reply:
     crlf: bool = False  # CRLF line endings
     no_space: bool = False  # "data:{...}" without the space
     content: str | None = None  # for stream=false requests (default: the tokens joined)
+    huge: int | None = None  # stream this many characters of text in 4 KiB deltas instead
+    no_newline: int | None = None  # one `data:` line of this many letters that never ends
 
 
 @dataclass
@@ -138,6 +140,8 @@ class FakeUpstream:
             await self._write(response, reply, reply.raw_body)
             await response.write_eof()
             return response
+        if reply.huge is not None or reply.no_newline is not None:
+            return await self._flood(response, reply)
         for line in self._reasoning_lines(reply):
             await self._write(response, reply, line)
             await self._pause(reply)
@@ -160,6 +164,21 @@ class FakeUpstream:
                                                                    "usage": reply.usage}))
         if reply.done:
             await self._write(response, reply, self._line(reply, b"data: [DONE]"))
+        await response.write_eof()
+        return response
+
+    async def _flood(self, response: web.StreamResponse, reply: Reply) -> web.StreamResponse:
+        """A hostile provider: a reply of `huge` characters, or a line that never ends."""
+        if reply.no_newline is not None:
+            await response.write(b'data: {"choices":[{"delta":{"content":"')
+            for sent in range(0, reply.no_newline, 65536):
+                await response.write(b"a" * min(65536, reply.no_newline - sent))
+        else:
+            chunk = self._event(reply, {"choices": [{"index": 0, "delta": {
+                "content": "x" * 4096}, "finish_reason": None}]})
+            for _ in range(-(-(reply.huge or 0) // 4096)):
+                await response.write(chunk)
+            await response.write(self._line(reply, b"data: [DONE]"))
         await response.write_eof()
         return response
 

@@ -26,6 +26,11 @@ def rows(path: str, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+# A running round's checkpointed text: the parts it appended, in order.
+CHECKPOINTED = ("SELECT group_concat(content, '') FROM"
+                " (SELECT content FROM round_checkpoint_parts ORDER BY id)")
+
+
 async def until(predicate, timeout: float = 10.0) -> None:
     """Wait for a condition in another process's database (no event to await there)."""
     async with asyncio.timeout(timeout):
@@ -40,12 +45,16 @@ async def test_running_rounds_are_checkpointed_and_cleared_when_they_end(chat_fa
     async with chat.open("long answer please") as response:
         reader = SSEStream(response)
         await reader.until("content")
-        await until(lambda: rows(path, "SELECT content FROM round_checkpoints")
-                    and rows(path, "SELECT content FROM round_checkpoints")[0][0])
-        saved = rows(path, "SELECT content, user_message_id FROM round_checkpoints")[0]
-        assert saved[0].startswith("t0 ") and saved[1] == reader.events[0]["messageId"]
+        await until(lambda: (rows(path, CHECKPOINTED)[0][0] or "").count("t") >= 10)
+        saved = rows(path, CHECKPOINTED)[0][0]
+        head = rows(path, "SELECT user_message_id FROM round_checkpoints")[0][0]
+        assert saved.startswith("t0 ") and head == reader.events[0]["messageId"]
+        # Each checkpoint appended only what was new: no text was written twice.
+        parts = [part for (part,) in rows(path, "SELECT content FROM round_checkpoint_parts")]
+        assert len(parts) > 1 and sum(map(len, parts)) == len(saved)
         await reader.rest()
     assert rows(path, "SELECT * FROM round_checkpoints") == []  # gone with the final save
+    assert rows(path, "SELECT * FROM round_checkpoint_parts") == []
     assert rows(path, "SELECT status FROM messages WHERE role = 'assistant'") == [("complete",)]
 
 
@@ -129,9 +138,8 @@ async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
             reader = SSEStream(response)
             while reader.text().count("w") < 60:  # over half a second of text
                 await reader.until("content")
-            await until(lambda: rows(db, "SELECT length(content) FROM round_checkpoints")
-                        and rows(db, "SELECT length(content) FROM round_checkpoints")[0][0] > 0)
-            checkpointed = rows(db, "SELECT content FROM round_checkpoints")[0][0]
+            await until(lambda: bool(rows(db, CHECKPOINTED)[0][0]))
+            checkpointed = rows(db, CHECKPOINTED)[0][0]
             server.send_signal(signal.SIGKILL)
             server.wait(10)
             response.close()

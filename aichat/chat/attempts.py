@@ -26,6 +26,10 @@ from aichat.upstream import netpolicy
 from aichat.upstream.client import CONTENT, FINISH, REASONING, USAGE, ProviderError, Target
 
 
+# Failures no retry or fallback can mend.
+_FINAL = (ErrorKind.BLOCKED, ErrorKind.TOO_LONG)
+
+
 @dataclass(frozen=True, slots=True)
 class Waits:
     retry_s: float
@@ -61,7 +65,7 @@ class Attempts:
                 self.reply.stream_ended = True
                 return
             except ProviderError as e:
-                if self.reply.relayed or e.kind == ErrorKind.BLOCKED:
+                if self.reply.relayed or e.kind in _FINAL:
                     raise
                 if e.retryable and not retried:
                     retried = True
@@ -79,20 +83,29 @@ class Attempts:
         return self.waits.retry_s
 
     async def _stream(self, target: Target, body: bytes) -> None:
-        """One streamed attempt. The hot path of the relay: per delta, one append and one
-        write, the piece split only for deltas longer than PIECE_CHARS."""
+        """One streamed attempt. The hot path of the relay: per delta, one append, one
+        subtraction for the size cap and one write, the piece split only for deltas longer
+        than PIECE_CHARS."""
         reply, sink = self.reply, self.sink
         text_parts, reasoning_parts = reply.text_parts, reply.reasoning_parts
         result = provider.StreamResult()
         finish_seen = False
-        events = provider.stream(self.http, target, body, self.settings.max_idle_s, result)
+        room = self._room()
+        events = provider.stream(self.http, target, body, self.settings.max_idle_s, result,
+                                 self.settings.max_line_bytes)
         async with contextlib.aclosing(events):
             async for kind, value in events:
                 if kind is CONTENT:
+                    room -= len(value)
+                    if room < 0:
+                        await self._overflow("content", value, room)
                     text_parts.append(value)
                     await (sink.text("content", value) if len(value) <= PIECE_CHARS
                            else pieces(sink, "content", value))
                 elif kind is REASONING:
+                    room -= len(value)
+                    if room < 0:
+                        await self._overflow("reasoning", value, room)
                     reasoning_parts.append(value)
                     await (sink.text("reasoning", value) if len(value) <= PIECE_CHARS
                            else pieces(sink, "reasoning", value))
@@ -114,7 +127,9 @@ class Attempts:
             raise first
         try:
             await self._complete(target, retry=False)
-        except ProviderError:
+        except ProviderError as e:
+            if e.kind in _FINAL:
+                raise
             raise first from None
         if not self.reply.text_parts:
             raise first
@@ -136,9 +151,29 @@ class Attempts:
         if completion.usage is not None:
             reply.usage = completion.usage
         reply.finish_reason = completion.finish_reason
-        if completion.reasoning:
-            reply.reasoning_parts.append(completion.reasoning)
-            await pieces(self.sink, "reasoning", completion.reasoning)
-        if completion.content:
-            reply.text_parts.append(completion.content)
-            await pieces(self.sink, "content", completion.content)
+        room = self._room()
+        for kind, text in (("reasoning", completion.reasoning), ("content", completion.content)):
+            if not text:
+                continue
+            room -= len(text)
+            if room < 0:
+                await self._overflow(kind, text, room)
+            (reply.reasoning_parts if kind == "reasoning" else reply.text_parts).append(text)
+            await pieces(self.sink, kind, text)
+
+    def _room(self) -> int:
+        """Characters the reply may still grow by."""
+        reply = self.reply
+        used = sum(map(len, reply.text_parts)) + sum(map(len, reply.reasoning_parts))
+        return self.settings.max_reply_chars - used
+
+    async def _overflow(self, kind: str, text: str, room: int) -> None:
+        """The reply reached max_reply_chars: relay what still fits of `text`, then end the
+        round with an error (what was relayed is kept, and counted)."""
+        fits = text[:len(text) + room]
+        if fits:
+            (self.reply.reasoning_parts if kind == "reasoning"
+             else self.reply.text_parts).append(fits)
+            await pieces(self.sink, kind, fits)
+        raise ProviderError(f"The reply exceeded {self.settings.max_reply_chars} characters",
+                            ErrorKind.TOO_LONG)

@@ -31,6 +31,7 @@ class ErrorKind(StrEnum):
     DECRYPT = "decrypt"  # the model's stored API key does not decrypt
     INTERNAL = "internal"
     STORAGE = "storage"  # the reply could not be saved
+    TOO_LONG = "too_long"  # the reply reached max_reply_chars
 
 
 class CancelReason(StrEnum):

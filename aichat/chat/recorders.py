@@ -47,17 +47,22 @@ class ChatRecorder:
     def __init__(self, db: Database, call: UpstreamCall, turn: Turn, token_mode: str) -> None:
         self.db, self.call, self.turn, self.token_mode = db, call, turn, token_mode
         self.provider = call.provider_host
-        self._checkpointed = 0  # text and reasoning parts in the last checkpoint
+        # How many text and reasoning parts the checkpoints already hold: each checkpoint
+        # appends only the parts after these.
+        self._texts_saved = self._thoughts_saved = 0
 
     def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
-        parts = len(reply.text_parts) + len(reply.reasoning_parts)
-        if parts == self._checkpointed:
+        texts, thoughts = len(reply.text_parts), len(reply.reasoning_parts)
+        if texts == self._texts_saved and thoughts == self._thoughts_saved:
             return None
-        self._checkpointed = parts
+        first = self._texts_saved == self._thoughts_saved == 0
+        new_text = "".join(reply.text_parts[self._texts_saved:])
+        new_thoughts = "".join(reply.reasoning_parts[self._thoughts_saved:])
+        self._texts_saved, self._thoughts_saved = texts, thoughts
         turn, call = self.turn, self.call
         return (turn.session_id, turn.message_id, int(turn.regenerate), call.model_name,
-                self.provider, call.prompt_tokens, call.context_limit,
-                "".join(reply.text_parts), "".join(reply.reasoning_parts) or None)
+                self.provider, call.prompt_tokens, call.context_limit, new_text,
+                new_thoughts or None, first)
 
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
                    text_tokens: int) -> int | None:

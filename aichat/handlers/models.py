@@ -44,7 +44,15 @@ async def _create(request: web.Request, owner_id: int | None, clash: str) -> web
     fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
                           partial=False)
     await _check_policy(request, owner_id, fields["apiUrl"])
+    cap = None
+    if owner_id is not None:
+        values = await settings.load(db.quick, request.app[config_key])
+        cap = values["max_models_per_user"]
     async with db.transaction() as tx:
+        if (owner_id is not None and cap is not None
+                and await models.count_personal(tx, owner_id) >= cap):
+            raise ApiError(400, f"At most {cap} model configurations per user; delete one "
+                                "first")
         if await models.name_taken(tx, owner_id, fields["name"]):
             raise ApiError(409, clash)
         row = await models.create(tx, request.app[cipher_key], owner_id, fields["name"],
@@ -111,7 +119,8 @@ async def delete_system_model(request: web.Request) -> web.Response:
 
 @routes.get("/api/models")
 async def list_models(request: web.Request) -> web.Response:
-    return ok(await models.list_visible(request.app[db_key].quick, request[user_key].id))
+    # On the database thread, not the inline reader: a list's length is the caller's to grow.
+    return ok(await models.list_visible(request.app[db_key], request[user_key].id))
 
 
 @routes.post("/api/models")

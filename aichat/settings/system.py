@@ -69,6 +69,8 @@ class StreamSettings:
     usage_provider_only: bool
     policy: netpolicy.NetPolicy
     max_streams: int
+    max_reply_chars: int
+    max_line_bytes: int
 
 
 def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
@@ -82,4 +84,6 @@ def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
         policy=netpolicy.NetPolicy.from_settings(values["upstream_url_policy"],
                                                  values["upstream_allowlist"]),
         max_streams=values["max_concurrent_streams"],
+        max_reply_chars=values["max_reply_chars"],
+        max_line_bytes=config.max_upstream_line_bytes,
     )

@@ -55,6 +55,7 @@ def _url_policy(config: Any) -> str:
 
 
 HOUR_MS = 3_600_000
+MIB = 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("port", "int", 8001, "listen port (0: any free port)",
@@ -125,6 +126,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_concurrent_streams", "int", 3,
             "chat rounds one user may run at once (more: `429`)",
             ("MAX_CONCURRENT_STREAMS",), 1, 10000, runtime=True),
+    Setting("max_reply_chars", "int", MIB,
+            "characters one reply may reach (content and reasoning); past it the round ends "
+            "with an `error`, keeping what was relayed", ("MAX_REPLY_CHARS",), 1000, 16 * MIB,
+            runtime=True),
+    Setting("max_upstream_line_bytes", "int", MIB,
+            "bytes one line of a provider's stream may reach; past it the attempt fails",
+            ("MAX_UPSTREAM_LINE_BYTES",), 1024, 16 * MIB),
+    Setting("max_models_per_user", "int", 100, "personal model configs one user may keep",
+            ("MAX_MODELS_PER_USER",), 1, 10000, runtime=True),
+    Setting("v1_max_messages", "int", 1000, "messages one `/v1/chat/completions` request may "
+            "carry", ("V1_MAX_MESSAGES",), 1, 100_000),
+    Setting("v1_max_message_chars", "int", 1_000_000,
+            "text characters one `/v1` message may carry", ("V1_MAX_MESSAGE_CHARS",), 1,
+            16 * MIB),
+    Setting("v1_max_total_chars", "int", 2_000_000,
+            "text characters all messages of one `/v1` request may carry together",
+            ("V1_MAX_TOTAL_CHARS",), 1, 64 * MIB),
     Setting("trusted_proxies", "text", "127.0.0.1/8,::1",
             "proxies whose `X-Forwarded-For` names the client (login limits)",
             ("TRUSTED_PROXIES",), check=networks),

@@ -61,6 +61,10 @@ async def get_owned(db: Reader, model_id: int, owner_id: int | None) -> dict[str
     return _shape(row) if row else None
 
 
+async def count_personal(db: Reader, user_id: int) -> int:
+    return await db.value("SELECT COUNT(*) FROM model_configs WHERE user_id = ?", (user_id,))
+
+
 async def name_taken(db: Reader, owner_id: int | None, name: str,
                      except_id: int | None = None) -> bool:
     row = await db.one(

@@ -6,6 +6,7 @@ name: the one they made themselves is the one they mean.
 
 from __future__ import annotations
 
+import calendar
 import secrets
 import time
 from typing import Any
@@ -23,7 +24,7 @@ from aichat.http.validate import read_json
 from aichat.store import models
 from aichat.v1 import round as api_round
 from aichat.v1.middlewares import api_key_id_key
-from aichat.v1.request import parse_completion
+from aichat.v1.request import Limits, parse_completion
 from aichat.v1.sink import OpenAISink
 
 routes = web.RouteTableDef()
@@ -39,14 +40,14 @@ def _visible_by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @routes.get("/models")
 @api_key_ok
 async def list_models(request: web.Request) -> web.Response:
-    visible = await models.list_visible(request.config_dict[db_key].quick,
-                                        request[user_key].id)
+    # On the database thread, not the inline reader: a list's length is the caller's to grow.
+    visible = await models.list_visible(request.config_dict[db_key], request[user_key].id)
     data = []
     for name, row in _visible_by_name(visible["personal"] + visible["system"]).items():
         created = row["createdAt"]
         data.append({"id": name, "object": "model",
-                     "created": int(time.mktime(time.strptime(created[:19],
-                                                              "%Y-%m-%dT%H:%M:%S"))),
+                     "created": calendar.timegm(time.strptime(created[:19],
+                                                              "%Y-%m-%dT%H:%M:%S")),
                      "owned_by": "user" if row["userId"] is not None else "system"})
     return json_response({"object": "list", "data": data})
 
@@ -67,7 +68,8 @@ async def _model(app: Any, user_id: int, name: str) -> dict[str, Any]:
 @api_key_ok
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app, user = request.config_dict, request[user_key]
-    asked = parse_completion(await read_json(request, app[config_key].max_chat_body))
+    config = app[config_key]
+    asked = parse_completion(await read_json(request, config.max_chat_body), Limits.of(config))
     model = await _model(app, user.id, asked.model)
     if asked.has_images and not model["supports_images"]:
         raise ApiError(400, "This model does not accept images")
