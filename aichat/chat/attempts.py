@@ -26,6 +26,10 @@ from aichat.upstream import netpolicy
 from aichat.upstream.client import CONTENT, FINISH, REASONING, USAGE, ProviderError, Target
 
 
+# A provider that streams as fast as we read never lets a read wait, so the relay would keep
+# the loop to itself: it yields once per this many characters (one health check's worth).
+_PAUSE_CHARS = 64 * 1024
+
 # Failures no retry or fallback can mend.
 _FINAL = (ErrorKind.BLOCKED, ErrorKind.TOO_LONG)
 
@@ -91,21 +95,28 @@ class Attempts:
         result = provider.StreamResult()
         finish_seen = False
         room = self._room()
+        pause_at = max(room - _PAUSE_CHARS, 0)  # >= 0, so the cap is checked here too
         events = provider.stream(self.http, target, body, self.settings.max_idle_s, result,
                                  self.settings.max_line_bytes)
         async with contextlib.aclosing(events):
             async for kind, value in events:
                 if kind is CONTENT:
                     room -= len(value)
-                    if room < 0:
-                        await self._overflow("content", value, room)
+                    if room < pause_at:
+                        if room < 0:
+                            await self._overflow("content", value, room)
+                        pause_at = max(room - _PAUSE_CHARS, 0)
+                        await asyncio.sleep(0)
                     text_parts.append(value)
                     await (sink.text("content", value) if len(value) <= PIECE_CHARS
                            else pieces(sink, "content", value))
                 elif kind is REASONING:
                     room -= len(value)
-                    if room < 0:
-                        await self._overflow("reasoning", value, room)
+                    if room < pause_at:
+                        if room < 0:
+                            await self._overflow("reasoning", value, room)
+                        pause_at = max(room - _PAUSE_CHARS, 0)
+                        await asyncio.sleep(0)
                     reasoning_parts.append(value)
                     await (sink.text("reasoning", value) if len(value) <= PIECE_CHARS
                            else pieces(sink, "reasoning", value))
