@@ -11,6 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from aichat.store import models
 from aichat.app import ENCRYPTION_KEY_FILE, JWT_SECRET_FILE
 from aichat.settings.config import Config, ConfigError
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
@@ -67,7 +68,7 @@ def rotate_key(config: Config, new_key: str | None) -> str:
         conn.execute("BEGIN IMMEDIATE")
         try:
             updates = _reencrypted(conn, old, new, old_label)
-            conn.executemany("UPDATE model_configs SET api_key = ? WHERE id = ?", updates)
+            models.replace_keys(conn, updates)
             if not from_env:
                 _write_secret(new_file, new_key)
             conn.execute("COMMIT")
@@ -112,7 +113,7 @@ def _old_key(config: Config, key_file: Path) -> tuple[str, str]:
 def _reencrypted(conn: sqlite3.Connection, old: KeyCipher, new: KeyCipher,
                  old_label: str) -> list[tuple[str, int]]:
     """(new value, id) for every stored key; MaintenanceError if any fails to decrypt."""
-    rows = conn.execute("SELECT id, api_key FROM model_configs ORDER BY id").fetchall()
+    rows = models.stored_keys(conn)
     updates, failed = [], []
     for model_id, stored in rows:
         aad = model_aad(model_id)
@@ -134,7 +135,7 @@ def _leftover(conn: sqlite3.Connection, new_file: Path, old_key: str, old_label:
     commit; whichever key decrypts the stored values tells which."""
     head = f"{new_file} exists: a previous rotate-key did not finish."
     key_file = new_file.with_name(ENCRYPTION_KEY_FILE)
-    rows = conn.execute("SELECT id, api_key FROM model_configs").fetchall()
+    rows = models.stored_keys(conn)
     pending = new_file.read_text(encoding="ascii", errors="replace").strip()
     if not rows:
         return (f"{head} No API key is stored, so either key works: delete {new_file.name}, "

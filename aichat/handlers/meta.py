@@ -34,7 +34,7 @@ def rss_bytes() -> int:
 @public
 async def health(request: web.Request) -> web.Response:
     try:
-        await request.app[db_key].value("SELECT 1")
+        await request.app[db_key].ping()
     except Exception as e:  # a health check reports faults instead of raising them
         log.warning("health check: database unavailable: %s", e)
         body = {"success": False, "error": "Service is unhealthy",

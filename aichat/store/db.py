@@ -168,6 +168,10 @@ class Database(Reader):
         """
         return await self._group.run(fn, *args)
 
+    async def ping(self) -> None:
+        """A round trip through the database thread (the health check)."""
+        await self.value("SELECT 1")
+
     def open_quick(self) -> None:
         self.quick = QuickReader(_open_quick(self.path), self)
 

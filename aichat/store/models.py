@@ -6,6 +6,7 @@ except decrypted, for the upstream call.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
@@ -136,3 +137,16 @@ async def upstream(db: Reader, cipher: KeyCipher, model_id: int, *,
                 raise
             row["api_key"] = e
     return row
+
+
+# For `rotate-key`, on a plain sqlite3 connection (no server, no event loop).
+
+def stored_keys(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(id, encrypted key) of every model config, by id."""
+    cursor = conn.execute("SELECT id, api_key FROM model_configs ORDER BY id")
+    return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def replace_keys(conn: sqlite3.Connection, updates: list[tuple[str, int]]) -> None:
+    """Store (new encrypted key, id) pairs, inside the caller's transaction."""
+    conn.executemany("UPDATE model_configs SET api_key = ? WHERE id = ?", updates)
