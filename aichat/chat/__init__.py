@@ -1,1 +1,1 @@
-"""The chat engine: context, provider client, rounds and their registry."""
+"""The chat engine: context, rounds in parts (attempts, sink, recorders) and their registry."""
