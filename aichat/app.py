@@ -11,7 +11,6 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 from aichat.upstream import netpolicy
-from aichat.settings import system as settings
 from aichat.security.accounts import valid_password, valid_username
 from aichat.chat.checkpointer import Checkpointer
 from aichat.chat.registry import Registry
@@ -79,7 +78,6 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
     db = await database.connect(config.database_path)
     try:
-        await settings.seed(db, config)
         recovered = await db.run(checkpoints.recover, heuristic)
         if recovered:
             log.warning("recovered %d round(s) cut off by an unclean stop; their partial "

@@ -66,7 +66,7 @@ async def test_system_settings_put_is_admin_only(api):
     await api.error("PUT", "/api/settings/system", "admin", 400, "Invalid JSON body", data=b"x")
 
 
-async def test_seed_keeps_an_admin_choice_across_restarts(start, aiohttp_client):
+async def test_an_admin_choice_survives_restarts(start, aiohttp_client):
     api = await start(app_mode="multi")
     admin = await api.register("admin", "adminpass1")
     await api.ok("PUT", "/api/settings/system", admin, json={"registration_enabled": False})

@@ -15,7 +15,8 @@ from aichat.settings import docs, system, table
 from aichat.settings.config import Config, ConfigError, read_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SETTINGS = {"max_json_body", "max_chat_body", "heartbeat_floor_ms", "checkpoint_interval_ms"}
+NOT_SETTINGS = {"max_json_body", "max_chat_body", "heartbeat_floor_ms", "checkpoint_interval_ms",
+                "env_fields"}
 
 
 def test_readme_table_is_current():
@@ -77,4 +78,6 @@ def test_help_lists_every_variable_and_marks_the_run_time_ones():
 
 async def test_system_settings_are_the_run_time_rows(api):
     data = await api.ok("GET", "/api/settings/system", "admin")
-    assert list(data) == [row.key for row in table.RUNTIME] + ["app_mode", "max_context_tokens"]
+    assert list(data) == [row.key for row in table.RUNTIME] + [
+        "app_mode", "max_context_tokens", "sources"]
+    assert list(data["sources"]) == [row.key for row in table.RUNTIME]

@@ -9,7 +9,8 @@ from aichat.http.errors import ApiError, ok
 from aichat.http.appkeys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
                                  trusted_proxies_key, user_key)
 from aichat.security.ratelimit import Attempt, CredentialError
-from aichat.store import settings as settings_store
+from aichat.settings import system as system_settings
+from aichat.settings.config import Config
 from aichat.store import api_keys, users
 from aichat.store.db import Reader
 from aichat.store.users import User
@@ -21,14 +22,14 @@ routes = web.RouteTableDef()
 USERNAME_TAKEN = "Username already exists"
 
 
-async def _registration_role(db: Reader, app_mode: str) -> str:
-    """ADMIN for the very first account; otherwise USER if this mode lets people register."""
+async def _registration_role(db: Reader, config: Config) -> str:
+    """ADMIN for the very first account; otherwise USER if this mode lets people register
+    (registration_enabled as GET /api/settings/system resolves it)."""
     if await users.count(db) == 0:
         return "ADMIN"
-    if app_mode == "single":
+    if config.app_mode == "single":
         raise ApiError(403, "Registration is disabled in single user mode")
-    stored = await settings_store.system_values(db)
-    if stored.get("registration_enabled", "true").strip().lower() != "true":
+    if not (await system_settings.load(db, config))["registration_enabled"]:
         raise ApiError(403, "Registration is currently disabled")
     return "USER"
 
@@ -52,12 +53,12 @@ async def register(request: web.Request) -> web.Response:
         fields = REGISTRATION.parse(body)
         username, password = fields["username"], fields["password"]
         # Cheap refusals before paying for bcrypt; repeated under the write lock below.
-        await _registration_role(db, config.app_mode)
+        await _registration_role(db, config)
         if await users.exists(db, username):
             raise CredentialError(409, USERNAME_TAKEN)
         hashed = await request.app[hasher_key].hash(password)
         async with db.transaction() as tx:
-            role = await _registration_role(tx, config.app_mode)
+            role = await _registration_role(tx, config)
             if await users.exists(tx, username):
                 raise CredentialError(409, USERNAME_TAKEN)
             user = await users.create(tx, username, hashed, role)

@@ -19,15 +19,16 @@ from aichat.http.validate import read_json
 routes = web.RouteTableDef()
 
 
-def _system_view(config: Config, values: dict[str, Any]) -> dict[str, Any]:
+async def _system_view(db: Reader, config: Config) -> dict[str, Any]:
+    """The run-time values, the start-time pair, and where each run-time value comes from."""
+    values, sources = await settings.load_with_sources(db, config)
     return {**values, "app_mode": config.app_mode,
-            "max_context_tokens": config.default_context_token_limit}
+            "max_context_tokens": config.default_context_token_limit, "sources": sources}
 
 
 @routes.get("/api/settings/system")
 async def get_system_settings(request: web.Request) -> web.Response:
-    config = request.app[config_key]
-    return ok(_system_view(config, await settings.load(request.app[db_key].quick, config)))
+    return ok(await _system_view(request.app[db_key].quick, request.app[config_key]))
 
 
 @routes.put("/api/settings/system")
@@ -36,10 +37,12 @@ async def update_system_settings(request: web.Request) -> web.Response:
     config, db = request.app[config_key], request.app[db_key]
     body = await read_json(request, config.max_json_body)
     updates = settings.to_stored(SYSTEM_SETTINGS.parse(body))
-    if updates:
+    cleared = SYSTEM_SETTINGS.nulls(body)  # back to the environment or default
+    if updates or cleared:
         async with db.transaction() as tx:
             await store.set_system(tx, updates)
-    return ok(_system_view(config, await settings.load(db, config)), "Settings updated")
+            await store.clear_system(tx, cleared)
+    return ok(await _system_view(db, config), "Settings updated")
 
 
 async def personal_view(db: Reader, config: Config, user_id: int) -> dict[str, Any]:

@@ -87,7 +87,13 @@ def setting_field(row: Setting) -> Field:
                 required=False)
 
 
-SYSTEM_SETTINGS = Body("SystemSettingsUpdate", **{row.key: setting_field(row) for row in RUNTIME})
+SYSTEM_SETTINGS = Body(
+    "SystemSettingsUpdate",
+    "Partial: an absent key keeps its value; a value is stored as the admin's (source "
+    "`admin`), even one equal to the current value; `null` returns the setting to its "
+    "environment variable or default (the stored value is deleted). Unknown keys, such as "
+    "GET's `sources`, `app_mode` and `max_context_tokens`, are ignored.",
+    **{row.key: setting_field(row) for row in RUNTIME})
 
 ALL = (CREDENTIALS, REGISTRATION, PASSWORD_CHANGE, ROLE_CHANGE, MODEL_CREATE, MODEL_UPDATE,
        SESSION_CREATE, SESSION_RENAME, SESSION_REF, CHAT, REGENERATE, PERSONAL_SETTINGS,

@@ -2,7 +2,8 @@
 
 A field reads its value from a JSON object; a failure is a 400 whose message names the field and
 the rule (the wording docs/api.md fixes, which the front end shows). `null` reads as absent
-everywhere. `Body` groups the fields of one request: aichat.http.bodies declares them all.
+everywhere (a body may still ask which optional fields were null: `Body.nulls`). `Body` groups
+the fields of one request: aichat.http.bodies declares them all.
 """
 
 from __future__ import annotations
@@ -261,8 +262,9 @@ class Images(Field):
 class Body:
     """The fields of one request body, checked in order; unknown keys are ignored."""
 
-    def __init__(self, component: str, /, **fields: Field) -> None:
+    def __init__(self, component: str, doc: str | None = None, /, **fields: Field) -> None:
         self.component = component  # its OpenAPI schema's name
+        self.doc = doc
         self.fields = fields
 
     def parse(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -273,9 +275,18 @@ class Body:
                 field.finish(name, values[name])
         return values
 
+    def nulls(self, body: dict[str, Any]) -> list[str]:
+        """The optional fields sent as null: absent to `parse`, but a body that gives them a
+        meaning of their own (PUT /api/settings/system: back to the default) reads them here."""
+        return [name for name, field in self.fields.items()
+                if not field.required and name in body and body[name] is None]
+
     def schema(self) -> Schema:
-        """Open, like the server, and null allowed wherever null reads as absent."""
-        return obj({name: field.schema() if field.required else nullable(field.schema())
-                    for name, field in self.fields.items()},
-                   [name for name, field in self.fields.items() if field.required],
-                   closed=False)
+        """Open, like the server, and null allowed on every optional field."""
+        schema = obj({name: field.schema() if field.required else nullable(field.schema())
+                      for name, field in self.fields.items()},
+                     [name for name, field in self.fields.items() if field.required],
+                     closed=False)
+        if self.doc:
+            schema["description"] = self.doc
+        return schema

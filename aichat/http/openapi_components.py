@@ -12,6 +12,7 @@ from aichat.http import bodies
 from aichat.http.schema import (BOOL, COUNT, ID, NULL, STRING, Schema, array, enum, extend,
                                 integer, nullable, obj, ref, text)
 from aichat.http.validate import MAX_PAGE
+from aichat.settings.system import SOURCES
 from aichat.settings.table import BY_KEY, RUNTIME
 
 MESSAGE_STATUSES = ("complete", "stopped", "error", "interrupted")  # sql/004_crash_safety.sql
@@ -99,8 +100,11 @@ def _usage_schemas() -> dict[str, Schema]:
 
 def _service_schemas() -> dict[str, Schema]:
     """Settings, service routes and API keys."""
+    source = {**enum(SOURCES), "description": "`admin`: stored by an admin (PUT null deletes "
+              "it); `env`: its environment variable; `default`: the built-in or per-mode one."}
     system = {**{row.key: setting_output(row.kind, row.choices) for row in RUNTIME},
-              "app_mode": ref("AppMode"), "max_context_tokens": integer()}
+              "app_mode": ref("AppMode"), "max_context_tokens": integer(),
+              "sources": obj({row.key: source for row in RUNTIME})}
     index = obj({"name": {"const": "aichat"}, "version": STRING, "routes": array(STRING)})
     api_key = obj({"id": ID, "name": STRING, "prefix": STRING, "createdAt": ref("Timestamp"),
                    "lastUsedAt": nullable(ref("Timestamp")),

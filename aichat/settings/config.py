@@ -130,6 +130,9 @@ class Config:
     max_chat_body: int = 32 * MIB
     heartbeat_floor_ms: int = 1000
     checkpoint_interval_ms: int = 1000  # how much streamed text a kill -9 may lose
+    # The fields `from_env` took from a variable (the rest kept their default): GET
+    # /api/settings/system names a value's source. Where a value came from is not part of it.
+    env_fields: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     @property
     def data_dir(self) -> Path:
@@ -146,7 +149,7 @@ class Config:
                 if raw is not None and raw.strip() != "":
                     values[row.key] = PARSERS[row.kind](row, name, raw)
                     break
-        return cls(**values)
+        return cls(**values, env_fields=frozenset(values))
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -2,18 +2,24 @@
 
 Which settings these are, their kinds and ranges: the rows of aichat.settings.table marked
 `runtime`; PUT /api/settings/system checks them with aichat.http.bodies.SYSTEM_SETTINGS.
+
+Every row of system_settings is an admin's choice: nothing is stored at start (sql/008), so a
+value nobody chose follows the environment and APP_MODE, and deleting its row (PUT `null`)
+returns it there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from aichat.settings.config import Config
-from aichat.settings.table import BY_KEY, RUNTIME, Setting, runtime_default
+from aichat.settings.table import RUNTIME, Setting, runtime_default
 from aichat.store import settings as store
-from aichat.store.db import Database, Reader
+from aichat.store.db import Reader
 from aichat.upstream import netpolicy
+
+SOURCES = ("default", "env", "admin")  # where a value comes from, as GET names it
 
 
 def _from_text(row: Setting, raw: str) -> Any:
@@ -32,30 +38,37 @@ def _to_text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def resolve(config: Config, stored: dict[str, str]) -> dict[str, Any]:
-    values = {}
+def _resolved(config: Config, stored: dict[str, str]) -> Iterator[tuple[str, Any, str]]:
+    """Each run-time setting's key, value and source: `admin` (a usable stored value), else
+    `env` (its variable was set) or `default`."""
     for row in RUNTIME:
         value = _from_text(row, stored[row.key]) if row.key in stored else None
-        values[row.key] = runtime_default(row, config) if value is None else value
-    return values
+        if value is not None:
+            yield row.key, value, "admin"
+        else:
+            source = "env" if row.key in config.env_fields else "default"
+            yield row.key, runtime_default(row, config), source
+
+
+def resolve(config: Config, stored: dict[str, str]) -> dict[str, Any]:
+    return {key: value for key, value, _ in _resolved(config, stored)}
 
 
 async def load(db: Reader, config: Config) -> dict[str, Any]:
     return resolve(config, await store.system_values(db))
 
 
+async def load_with_sources(db: Reader, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values and, by key, where each comes from (SOURCES)."""
+    resolved = list(_resolved(config, await store.system_values(db)))
+    return ({key: value for key, value, _ in resolved},
+            {key: source for key, _, source in resolved})
+
+
 def to_stored(values: dict[str, Any]) -> dict[str, str]:
     """Checked values of a partial update (aichat.http.bodies.SYSTEM_SETTINGS) as stored text;
-    None (absent or null) leaves a setting as it is."""
+    None (absent, or null: see `SYSTEM_SETTINGS.nulls`) stores nothing."""
     return {key: _to_text(value) for key, value in values.items() if value is not None}
-
-
-async def seed(db: Database, config: Config) -> None:
-    """Store registration_enabled's value by APP_MODE unless one is stored: an admin's choice
-    survives restarts."""
-    value = runtime_default(BY_KEY["registration_enabled"], config)
-    async with db.transaction() as tx:
-        await store.insert_system_default(tx, "registration_enabled", _to_text(value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""system_settings (key/value text) and user_settings (one row per user)."""
+"""system_settings (key/value text, each row an admin's choice) and user_settings (one row per
+user)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ async def set_system(tx: Transaction, values: dict[str, str]) -> None:
             (key, value))
 
 
-async def insert_system_default(tx: Transaction, key: str, value: str) -> None:
-    """Seed a value only if missing: an admin's choice survives restarts."""
-    await tx.execute("INSERT OR IGNORE INTO system_settings (key, value) VALUES (?, ?)",
-                     (key, value))
+async def clear_system(tx: Transaction, keys: list[str]) -> None:
+    """Forget an admin's values: those settings follow the environment or default again."""
+    for key in keys:
+        await tx.execute("DELETE FROM system_settings WHERE key = ?", (key,))
 
 
 async def personal(db: Reader, user_id: int) -> dict[str, Any] | None:
