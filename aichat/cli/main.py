@@ -2,7 +2,8 @@
 
 Settings come from the environment and ./.env.
 
-Operator commands: `python server.py backup PATH`, `python server.py rotate-key [--new-key KEY]`.
+Installed, the command is `aichat` (or `python -m aichat`); from a checkout, `python server.py`.
+Operator commands: `aichat backup PATH`, `aichat rotate-key [--new-key KEY]`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 from aichat import __version__
 from aichat.security.secrets_file import MIN_SECRET_CHARS
@@ -27,9 +30,9 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARN
               "error": logging.ERROR}
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str], prog: str = "server.py") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="server.py",
+        prog=prog,
         description=f"aichat {__version__}: self-hosted AI chat backend.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="settings (environment variables, or lines in ./.env; the environment wins):\n"
@@ -98,8 +101,21 @@ def serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     web.run_app(app, host=config.host, port=config.port,
-                handler_cancellation=True, print=None, loop=new_loop(), backlog=BACKLOG,
-                access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLogger)
+                handler_cancellation=True, print=listening(config), loop=new_loop(),
+                backlog=BACKLOG, access_log=logging.getLogger("aiohttp.access"),
+                access_log_class=AccessLogger)
+
+
+def listening(config: Config) -> Callable[[str], None]:
+    """run_app's `print`: called once the sockets are bound, after the data folder, the secrets
+    and the migrations are ready, so the log says "listening" only when it is true."""
+    def announce(message: str) -> None:
+        # aiohttp's message names the bound URLs (the real port when PORT=0).
+        urls = re.findall(r"[a-z]+://[^\s,]+", message)
+        logging.getLogger("aichat").info(
+            "aichat %s listening on %s (%s mode, data in %s)", __version__,
+            ", ".join(urls) or f"{config.host}:{config.port}", config.app_mode, config.data_dir)
+    return announce
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
@@ -116,16 +132,15 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+def main(argv: list[str], prog: str = "server.py") -> int:
+    args = parse_args(argv, prog)
     try:
         config = load(dotenv=Path(args.env_file))
         if args.command:
             return run_command(args, config)
         configure_logging(config)
-        logging.getLogger("aichat").info("aichat %s listening on %s:%d (%s mode, data in %s)",
-                                         __version__, config.host, config.port, config.app_mode,
-                                         config.data_dir)
+        logging.getLogger("aichat").info("aichat %s starting (%s mode, data in %s)",
+                                         __version__, config.app_mode, config.data_dir)
         serve(config)
     except ConfigError as e:
         print(f"aichat: configuration error: {e}", file=sys.stderr)
@@ -135,3 +150,8 @@ def main(argv: list[str]) -> int:
         return 1
     return 0
 
+
+
+def run() -> int:
+    """The `aichat` console command."""
+    return main(sys.argv[1:], prog="aichat")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 import os
 import re
@@ -29,7 +30,24 @@ from aichat.store.batch import GroupWriter
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+
+class MigrationsMissing(OSError):
+    """The migration folder is missing, unreadable or empty: never start on a bare schema.
+
+    An OSError, so the command line reports it like any other start-up failure (exit 1)."""
+
+
+def _sql_dir() -> Path:
+    """The migrations: `aichat/sql/` in an installed wheel (setup.py copies the top-level
+    `sql/` there), else the checkout's top-level `sql/` (a checkout or an editable install)."""
+    packaged = Path(str(importlib.resources.files("aichat").joinpath("sql")))
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if packaged.is_dir() or not (checkout / "pyproject.toml").is_file():
+        return packaged  # installed: a missing folder is reported under the package
+    return checkout / "sql"
+
+
+SQL_DIR = _sql_dir()
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 Params = Sequence[Any] | dict[str, Any]
@@ -183,6 +201,7 @@ class Database(Reader):
 
 async def connect(path: str) -> Database:
     """Open the database file (creating its folder), set the pragmas and migrate."""
+    migration_files()  # no migrations: fail before creating a file
     if path != ":memory:":
         private_files(Path(path).expanduser())
     conn = await aiosqlite.connect(path, isolation_level=None)
@@ -216,11 +235,19 @@ def private_files(path: Path) -> None:
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    """The numbered migrations, in order; `MigrationsMissing` when there are none to read."""
+    try:
+        names = sorted(entry.name for entry in sql_dir.iterdir())
+    except OSError as e:
+        raise MigrationsMissing(f"cannot read the migration folder {sql_dir}: "
+                                f"{e.strerror or e}") from e
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
+    for name in names:
+        match = _MIGRATION_NAME.match(name)
         if match:
-            found.append((int(match.group(1)), path))
+            found.append((int(match.group(1)), sql_dir / name))
+    if not found:
+        raise MigrationsMissing(f"no migrations (NNN_name.sql) in {sql_dir}")
     return found
 
 
@@ -254,6 +281,7 @@ async def migrate(db: Database, sql_dir: Path = SQL_DIR) -> list[int]:
 
 
 async def _apply_pending(db: Database, sql_dir: Path) -> list[int]:
+    files = migration_files(sql_dir)  # before any write: a missing folder creates nothing
     await db.conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -261,7 +289,7 @@ async def _apply_pending(db: Database, sql_dir: Path) -> list[int]:
     )
     done = {row["version"] for row in await db.all("SELECT version FROM schema_version")}
     applied = []
-    for version, path in migration_files(sql_dir):
+    for version, path in files:
         if version in done:
             continue
         statements = split_statements(path.read_text(encoding="utf-8"))
