@@ -100,26 +100,17 @@ class Attempts:
                                  self.settings.max_line_bytes)
         async with contextlib.aclosing(events):
             async for kind, value in events:
-                if kind is CONTENT:
-                    room -= len(value)
+                if kind is CONTENT or kind is REASONING:  # "content" or "reasoning"
+                    size = len(value)
+                    room -= size
                     if room < pause_at:
                         if room < 0:
-                            await self._overflow("content", value, room)
+                            await self._overflow(kind, value, room)
                         pause_at = max(room - _PAUSE_CHARS, 0)
                         await asyncio.sleep(0)
-                    text_parts.append(value)
-                    await (sink.text("content", value) if len(value) <= PIECE_CHARS
-                           else pieces(sink, "content", value))
-                elif kind is REASONING:
-                    room -= len(value)
-                    if room < pause_at:
-                        if room < 0:
-                            await self._overflow("reasoning", value, room)
-                        pause_at = max(room - _PAUSE_CHARS, 0)
-                        await asyncio.sleep(0)
-                    reasoning_parts.append(value)
-                    await (sink.text("reasoning", value) if len(value) <= PIECE_CHARS
-                           else pieces(sink, "reasoning", value))
+                    (text_parts if kind is CONTENT else reasoning_parts).append(value)
+                    await (sink.text(kind, value) if size <= PIECE_CHARS
+                           else pieces(sink, kind, value))
                 elif kind is FINISH:
                     finish_seen = True
                     reply.finish_reason = value

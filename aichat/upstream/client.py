@@ -228,7 +228,9 @@ class _Lines:
             head = b"".join((*self._pending, head))
             self._pending.clear()
         lines = head.split(b"\n")
-        if any(len(line) > self._max for line in lines):
+        # Only a piece longer than the cap can hold a line longer than it: the usual small
+        # piece costs no per-line check.
+        if len(head) > self._max and any(len(line) > self._max for line in lines):
             raise ProviderError(f"AI API sent a line longer than {self._max} bytes", "garbage")
         self._size = len(tail)
         if tail:
