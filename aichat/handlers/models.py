@@ -26,11 +26,13 @@ def model_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-async def _check_policy(request: web.Request, owner_id: int | None, url: str | None) -> None:
-    """Personal models may only point where the upstream URL policy allows."""
-    if owner_id is None or url is None:
-        return  # system models are the admins' own choice
-    values = await settings.load(request.app[db_key].quick, request.app[config_key])
+async def _system_values(request: web.Request) -> dict[str, Any]:
+    return await settings.load(request.app[db_key].quick, request.app[config_key])
+
+
+async def _check_policy(request: web.Request, values: dict[str, Any], url: str) -> None:
+    """Personal models may only point where the upstream URL policy allows (system models are
+    the admins' own choice)."""
     policy = netpolicy.NetPolicy.from_settings(values["upstream_url_policy"],
                                                values["upstream_allowlist"])
     try:
@@ -43,14 +45,13 @@ async def _create(request: web.Request, owner_id: int | None, clash: str) -> web
     db = request.app[db_key]
     fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
                           partial=False)
-    await _check_policy(request, owner_id, fields["apiUrl"])
-    cap = None
-    if owner_id is not None:
-        values = await settings.load(db.quick, request.app[config_key])
+    cap = 0
+    if owner_id is not None:  # personal: the URL policy and the per-user cap apply
+        values = await _system_values(request)
+        await _check_policy(request, values, fields["apiUrl"])
         cap = values["max_models_per_user"]
     async with db.transaction() as tx:
-        if (owner_id is not None and cap is not None
-                and await models.count_personal(tx, owner_id) >= cap):
+        if owner_id is not None and await models.count_personal(tx, owner_id) >= cap:
             raise ApiError(400, f"At most {cap} model configurations per user; delete one "
                                 "first")
         if await models.name_taken(tx, owner_id, fields["name"]):
@@ -67,7 +68,8 @@ async def _update(request: web.Request, owner_id: int | None, clash: str) -> web
                           partial=True)
     if await models.get_owned(db, model_id, owner_id) is None:
         raise not_found(NOT_FOUND)
-    await _check_policy(request, owner_id, fields.get("apiUrl"))
+    if owner_id is not None and "apiUrl" in fields:
+        await _check_policy(request, await _system_values(request), fields["apiUrl"])
     async with db.transaction() as tx:
         if await models.get_owned(tx, model_id, owner_id) is None:
             raise not_found(NOT_FOUND)
