@@ -76,7 +76,7 @@ async def secrets_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
-    db = await database.connect(config.database_path)
+    db = await database.connect(config)
     try:
         recovered = await db.run(checkpoints.recover, heuristic)
         if recovered:

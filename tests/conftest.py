@@ -13,7 +13,7 @@ from aichat.settings.config import Config
 
 from .helpers import Api
 
-pytest_plugins = ["tests.secret_watch"]
+pytest_plugins = ["tests.secret_watch", "tests.pg_fixtures"]
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:

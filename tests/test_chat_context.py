@@ -15,7 +15,7 @@ import aiosqlite
 import bcrypt
 import pytest
 
-from aichat.store.db import Database, migrate
+from aichat.store.sqlite import Database, migrate
 
 from .fake_upstream import Reply
 from .helpers import Chat

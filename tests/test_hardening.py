@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from aichat.store import db as database
+from aichat.store import sqlite as database
 
 
 def mode(path) -> int:

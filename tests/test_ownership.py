@@ -36,8 +36,8 @@ async def build(api) -> World:
         "name": "system-model", "apiUrl": URL, "apiKey": "sk-system"})
     db = api.client.app[db_key]
     async with db.transaction() as tx:
-        await messages_store.insert(tx, session["id"], "user", "alice's secret")
-        reply = await messages_store.insert(tx, session["id"], "assistant", "the reply")
+        await tx.call(messages_store.add, session["id"], "user", "alice's secret")
+        reply = await tx.call(messages_store.add, session["id"], "assistant", "the reply")
         await tx.insert(
             "INSERT INTO usage_metrics (session_id, message_id, model, prompt_tokens,"
             " completion_tokens, total_tokens) VALUES (?,?,?,?,?,?)",

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from aichat.settings.config import env_names
-from aichat.store import db as database
+from aichat.store import sqlite as database
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -267,7 +267,7 @@ def installed(tmp_path_factory) -> Installed:
 @pytest.mark.slow
 def test_the_installed_aichat_is_the_wheel_with_its_migrations(installed):
     result = subprocess.run(
-        [str(installed.python), "-c", "import aichat, aichat.store.db as d; "
+        [str(installed.python), "-c", "import aichat, aichat.store.migrations as d; "
          "print(aichat.__file__); print(d.SQL_DIR); print(len(d.migration_files()))"],
         cwd=installed.work, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

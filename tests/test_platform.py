@@ -19,7 +19,7 @@ from aichat.http.errors import ApiError
 from aichat.http.middlewares import error_middleware
 from aichat.security import secrets_file
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
-from aichat.store import db as database
+from aichat.store import sqlite as database
 
 from .helpers import assert_error
 
@@ -144,7 +144,7 @@ def test_config_parses_env():
     ({"APP_MODE": "foo"}, "APP_MODE"),
     ({"ENABLE_CORS": "maybe"}, "ENABLE_CORS"), ({"JWT_SECRET": "short"}, "JWT_SECRET"),
     ({"TOKENIZER_MODE": "exact"}, "TOKENIZER_MODE"), ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
-    ({"DATABASE_URL": "postgres://x"}, "DATABASE_URL"), ({"BCRYPT_ROUNDS": "3"}, "BCRYPT_ROUNDS"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"), ({"BCRYPT_ROUNDS": "3"}, "BCRYPT_ROUNDS"),
 ])
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(ConfigError, match=name):

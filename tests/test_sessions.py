@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import re
 import sqlite3
 from contextlib import closing
@@ -48,7 +50,8 @@ async def seed(api, session_id: int, *turns: tuple) -> list[int]:
                 kwargs["status"] = rest[0]
             if len(rest) > 1:
                 kwargs["reasoning"] = rest[1]
-            ids.append(await messages_store.insert(tx, session_id, role, content, **kwargs))
+            ids.append(await tx.call(functools.partial(messages_store.add, **kwargs),
+                                   session_id, role, content))
     return ids
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
 from aichat.security.jwt_tokens import TokenService
-from aichat.store import db as database
+from aichat.store import sqlite as database
+from aichat.store.base import Transaction
 
 
 @pytest.fixture
@@ -21,14 +22,25 @@ async def db(tmp_path):
     await db.close()
 
 
-def insert_user(conn: sqlite3.Connection, name: str) -> int:
-    return conn.execute("INSERT INTO users (username, hashed_password) VALUES (?, 'x')",
-                        (name,)).lastrowid
+async def insert_user(tx: Transaction, name: str) -> int:
+    return await tx.insert("INSERT INTO users (username, hashed_password) VALUES (?, 'x')",
+                           (name,))
 
 
-def fail_after_insert(conn: sqlite3.Connection, name: str) -> None:
-    insert_user(conn, name)
+async def fail_after_insert(tx: Transaction, name: str) -> None:
+    await insert_user(tx, name)
     raise ValueError("refused")
+
+
+async def wanders_off(tx: Transaction) -> None:
+    await insert_user(tx, "wanderer")
+    await asyncio.sleep(0)  # a job on SQLite's thread has no loop to wait on
+
+
+async def test_a_job_that_awaits_anything_but_its_transaction_is_refused(db):
+    with pytest.raises(RuntimeError, match="awaited something other than its transaction"):
+        await db.run(wanders_off)
+    assert await db.value("SELECT COUNT(*) FROM users") == 0  # and it wrote nothing
 
 
 def test_aiosqlite_still_has_the_thread_call_we_use():

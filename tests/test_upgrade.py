@@ -12,7 +12,7 @@ import aiosqlite
 import bcrypt
 
 from aichat.security.crypto import KeyCipher, model_aad
-from aichat.store.db import Database, migrate, migration_files
+from aichat.store.sqlite import Database, migrate, migration_files
 
 from .helpers import Chat
 

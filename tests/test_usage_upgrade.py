@@ -12,7 +12,7 @@ import aiosqlite
 import bcrypt
 import pytest
 
-from aichat.store.db import Database, migrate, migration_files
+from aichat.store.sqlite import Database, migrate, migration_files
 
 # (session, message, model, provider, prompt, completion, total, context_limit, estimated, at)
 CHAT_ROWS = [

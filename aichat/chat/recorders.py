@@ -8,7 +8,6 @@ one usage row with the API key that made it: no session, no message, no checkpoi
 from __future__ import annotations
 
 import functools
-import sqlite3
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +15,7 @@ from aichat.chat.call import UpstreamCall
 from aichat.chat.outcome import Status
 from aichat.chat.reply import Reply
 from aichat.store import checkpoints, messages, usage
-from aichat.store.db import Database
+from aichat.store.db import Database, Transaction
 from aichat.store.usage import Usage
 
 
@@ -70,18 +69,18 @@ class ChatRecorder:
         also drops the round's checkpoint."""
         turn = self.turn
 
-        def write(conn: sqlite3.Connection) -> int | None:
-            checkpoints.clear(conn, turn.session_id)
+        async def write(tx: Transaction) -> int | None:
+            await checkpoints.clear(tx, turn.session_id)
             message_id = None
             if text:
                 if turn.regenerate:
-                    messages.drop_replies_after(conn, turn.session_id, turn.message_id)
-                message_id = messages.add(conn, turn.session_id, "assistant", text,
-                                          status=status, reasoning=reasoning,
-                                          tokens=(text_tokens, self.token_mode))
-            usage.add(conn, self.call.model_name, self.provider, counted, status=status,
-                      session_id=turn.session_id, message_id=message_id,
-                      context_limit=self.call.context_limit)
+                    await messages.drop_replies_after(tx, turn.session_id, turn.message_id)
+                message_id = await messages.add(tx, turn.session_id, "assistant", text,
+                                                status=status, reasoning=reasoning,
+                                                tokens=(text_tokens, self.token_mode))
+            await usage.add(tx, self.call.model_name, self.provider, counted, status=status,
+                            session_id=turn.session_id, message_id=message_id,
+                            context_limit=self.call.context_limit)
             return message_id
 
         return await self.db.run(write)

@@ -7,6 +7,7 @@ What each variable means, its default and its range are rows of aichat.settings.
 from __future__ import annotations
 
 import dataclasses
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +68,23 @@ def _secret(row: Setting, name: str, raw: str) -> str:
     return value
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and errors."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def _database_path(row: Setting, name: str, raw: str) -> str:
     value = raw.strip()
     if value.startswith("file:"):
         value = value[len("file:"):]
+    if value.startswith(POSTGRES_SCHEMES) and len(value) > value.index("://") + 3:
+        return value
     if not value or "://" in value:
-        raise ConfigError(f"{name} must be file:<path> or a path to an SQLite file, got {raw!r}")
+        raise ConfigError(f"{name} must be file:<path>, a path to an SQLite file or a "
+                          f"postgresql:// URL, got {redact(raw)!r}")
     return value
 
 
@@ -95,6 +107,7 @@ class Config:
     port: int = from_table("port")
     host: str = from_table("host")
     database_path: str = from_table("database_path")
+    database_pool_size: int = from_table("database_pool_size")
     jwt_secret: str | None = from_table("jwt_secret")
     encryption_key: str | None = from_table("encryption_key")
     app_mode: str = from_table("app_mode")
@@ -135,7 +148,19 @@ class Config:
     env_fields: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     @property
+    def is_postgres(self) -> bool:
+        return self.database_path.startswith(POSTGRES_SCHEMES)
+
+    @property
+    def database_label(self) -> str:
+        """Where the data lives, fit for a log line (no password)."""
+        return redact(self.database_path)
+
+    @property
     def data_dir(self) -> Path:
+        """Generated secrets and backups: beside the SQLite file, or ./data with PostgreSQL."""
+        if self.is_postgres:
+            return Path("./data").resolve()
         return Path(self.database_path).expanduser().resolve().parent
 
     @classmethod

@@ -62,8 +62,12 @@ SETTINGS: tuple[Setting, ...] = (
             ("PORT", "BACKEND_PORT"), 0, 65535),
     Setting("host", "text", "0.0.0.0", "bind address", ("HOST",)),
     Setting("database_path", "path", "./data/app.db",
-            "SQLite file (`file:<path>` or a path); its folder is the data folder",
-            ("DATABASE_URL",)),
+            "SQLite file (`file:<path>` or a path; its folder is the data folder), or "
+            "`postgresql://user:password@host:5432/db` for PostgreSQL (the `postgres` extra; "
+            "several instances may share it)", ("DATABASE_URL",)),
+    Setting("database_pool_size", "int", 10,
+            "PostgreSQL only: connections each instance may open (plus one it keeps for "
+            "coordination)", ("DATABASE_POOL_SIZE",), 1, 1000),
     Setting("jwt_secret", "secret", None,
             "token signing secret; unset: generated into `data/jwt_secret` (0600) and reused",
             ("JWT_SECRET",), MIN_SECRET_CHARS, shown="generated"),

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from aichat.store import usage
-from aichat.store.db import Reader, Transaction, found
+from aichat.store.base import Reader, Transaction, found
+from aichat.store.dialect import NOW
 
-_PUBLIC = ("id, name, prefix, created_at AS createdAt, last_used_at AS lastUsedAt,"
-           " expires_at AS expiresAt")
+_PUBLIC = ("id, name, prefix, created_at AS \"createdAt\", last_used_at AS \"lastUsedAt\","
+           " expires_at AS \"expiresAt\"")
 
 
 async def create(tx: Transaction, user_id: int, name: str, prefix: str, key_hash: str,
@@ -30,14 +30,12 @@ async def list_for(db: Reader, user_id: int) -> list[dict[str, Any]]:
 
 
 async def delete(tx: Transaction, key_id: int, user_id: int) -> bool:
-    cursor = await tx.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?",
-                              (key_id, user_id))
-    return cursor.rowcount > 0
+    return await tx.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?",
+                            (key_id, user_id)) > 0
 
 
 async def delete_for_user(tx: Transaction, user_id: int) -> int:
-    cursor = await tx.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,))
-    return cursor.rowcount
+    return await tx.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,))
 
 
 async def by_hash(db: Reader, key_hash: str) -> dict[str, Any] | None:
@@ -45,9 +43,8 @@ async def by_hash(db: Reader, key_hash: str) -> dict[str, Any] | None:
                         " WHERE key_hash = ?", (key_hash,))
 
 
-def touch(conn: sqlite3.Connection, key_id: int) -> None:
-    conn.execute("UPDATE api_keys SET last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-                 " WHERE id = ?", (key_id,))
+async def touch(tx: Transaction, key_id: int) -> None:
+    await tx.execute(f"UPDATE api_keys SET last_used_at = {NOW} WHERE id = ?", (key_id,))
 
 
 async def daily_usage(db: Reader, user_id: int, start: str, end: str) -> list[dict[str, Any]]:

@@ -12,11 +12,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar, cast
+
+from aichat.store import base
+from aichat.store.base import Params, inserted_id
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future]
+
+
+
+def drive(job: Coroutine[Any, Any, T]) -> T:
+    """Run a store job to its end without an event loop (on the database thread).
+
+    Its `tx` is a `ThreadTransaction`, whose methods never suspend, so the coroutine finishes
+    in one step; a job that awaits anything else is a bug, reported here.
+    """
+    try:
+        job.send(None)
+    except StopIteration as done:
+        return done.value
+    job.close()
+    raise RuntimeError("a store job awaited something other than its transaction")
+
+
+class ThreadTransaction(base.Transaction):
+    """A transaction on the plain sqlite3 connection, for jobs run on the database thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self.conn.executemany(sql, rows)
+
+    async def insert(self, sql: str, params: Params = ()) -> int:
+        return inserted_id(self.conn.execute(sql, params).lastrowid)
+
+
+def run_job(conn: sqlite3.Connection, job: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """On the database thread: `job(tx, *args)` on this connection."""
+    return drive(cast(Coroutine[Any, Any, T], job(ThreadTransaction(conn), *args)))
 
 
 def _write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
@@ -27,7 +70,7 @@ def _write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, 
         for fn, args, _ in jobs:
             conn.execute("SAVEPOINT job")
             try:
-                outcomes.append((True, fn(conn, *args)))
+                outcomes.append((True, run_job(conn, fn, *args)))
                 conn.execute("RELEASE job")
             except Exception as e:
                 conn.execute("ROLLBACK TO job")
@@ -49,7 +92,7 @@ class GroupWriter:
         self._drainer: asyncio.Task[None] | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(conn, *args)` committed with whatever else is waiting; its result or error.
+        """`await fn(tx, *args)` committed with whatever else is waiting; its result or error.
 
         Once queued, the job is written even if the caller is cancelled meanwhile.
         """

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 from typing import Any
 
-from aichat.store.db import Reader, Transaction, inserted_id
+from aichat.store.base import Reader, Transaction
 
 _MESSAGE = """
-    SELECT m.id, m.session_id AS sessionId, m.role, m.content, m.created_at AS createdAt,
+    SELECT m.id, m.session_id AS "sessionId", m.role, m.content, m.created_at AS "createdAt",
            m.status, m.reasoning, u.prompt_tokens, u.completion_tokens, u.total_tokens
     FROM messages m LEFT JOIN usage_metrics u ON u.message_id = m.id
 """
@@ -42,20 +40,15 @@ async def get(db: Reader, message_id: int) -> dict[str, Any] | None:
     return shape(row) if row else None
 
 
-def add(conn: sqlite3.Connection, session_id: int, role: str, content: str, *,
+async def add(tx: Transaction, session_id: int, role: str, content: str, *,
         status: str = "complete", reasoning: str | None = None,
         tokens: tuple[int, str] | None = None) -> int:
-    """Insert a message (synchronously, inside a transaction); `tokens` = (count, mode)."""
+    """Insert a message (a store job); `tokens` = (count, mode)."""
     count, mode = tokens if tokens else (None, None)
-    return inserted_id(conn.execute(
+    return await tx.insert(
         "INSERT INTO messages (session_id, role, content, status, reasoning, token_count,"
         " token_mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (session_id, role, content, status, reasoning, count, mode)).lastrowid)
-
-
-async def insert(tx: Transaction, session_id: int, role: str, content: str,
-                 **kwargs: Any) -> int:
-    return await tx.call(functools.partial(add, **kwargs), session_id, role, content)
+        (session_id, role, content, status, reasoning, count, mode))
 
 
 async def history(db: Reader, session_id: int, before_id: int | None,
@@ -88,9 +81,9 @@ async def is_reply(db: Reader, message_id: int, session_id: int) -> bool:
                           " AND role = 'assistant'", (message_id, session_id)) is not None
 
 
-def drop_replies_after(conn: sqlite3.Connection, session_id: int, user_message_id: int) -> None:
+async def drop_replies_after(tx: Transaction, session_id: int, user_message_id: int) -> None:
     """Drop the assistant replies that follow a user message (regenerate replaces them)."""
-    conn.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
+    await tx.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
                  (session_id, user_message_id))
 
 

@@ -10,10 +10,10 @@ import sqlite3
 from typing import Any
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
-from aichat.store.db import Reader, Transaction, found
+from aichat.store.base import Reader, Transaction, found
 
-_COLUMNS = ("id, user_id AS userId, name, api_url AS apiUrl, '' AS apiKey,"
-            " supports_images AS supportsImages, created_at AS createdAt")
+_COLUMNS = ("id, user_id AS \"userId\", name, api_url AS \"apiUrl\", '' AS \"apiKey\","
+            " supports_images AS \"supportsImages\", created_at AS \"createdAt\"")
 _NEWEST = "ORDER BY created_at DESC, id DESC"
 
 
@@ -41,7 +41,7 @@ async def visible_id(db: Reader, user_id: int, name: str) -> int | None:
 async def list_system_with_counts(db: Reader) -> list[dict[str, Any]]:
     rows = await db.all(
         f"SELECT {_COLUMNS}, (SELECT COUNT(*) FROM chat_sessions s"
-        f" WHERE s.model_config_id = model_configs.id) AS chatSessions"
+        f" WHERE s.model_config_id = model_configs.id) AS \"chatSessions\""
         f" FROM model_configs WHERE user_id IS NULL {_NEWEST}")
     for row in rows:
         row["_count"] = {"chatSessions": row.pop("chatSessions")}
@@ -57,8 +57,9 @@ async def get_visible(db: Reader, model_id: int, user_id: int) -> dict[str, Any]
 
 async def get_owned(db: Reader, model_id: int, owner_id: int | None) -> dict[str, Any] | None:
     """A model the caller may change: personal ones by `owner_id`, system ones with None."""
-    row = await db.one(f"SELECT {_COLUMNS} FROM model_configs WHERE id = ? AND user_id IS ?",
-                       (model_id, owner_id))
+    owner, params = _owner(owner_id)
+    row = await db.one(f"SELECT {_COLUMNS} FROM model_configs WHERE id = ? AND {owner}",
+                       (model_id, *params))
     return _shape(row) if row else None
 
 
@@ -68,10 +69,16 @@ async def count_personal(db: Reader, user_id: int) -> int:
 
 async def name_taken(db: Reader, owner_id: int | None, name: str,
                      except_id: int | None = None) -> bool:
-    row = await db.one(
-        "SELECT 1 FROM model_configs WHERE user_id IS ? AND name = ? AND id IS NOT ?",
-        (owner_id, name, except_id))
+    owner, params = _owner(owner_id)
+    other = " AND id <> ?" if except_id is not None else ""
+    row = await db.one(f"SELECT 1 FROM model_configs WHERE {owner} AND name = ?{other}",
+                       (*params, name, *((except_id,) if except_id is not None else ())))
     return row is not None
+
+
+def _owner(owner_id: int | None) -> tuple[str, tuple[int, ...]]:
+    """The condition for "owned by": `user_id IS ?` with a NULL is SQLite's alone."""
+    return ("user_id IS NULL", ()) if owner_id is None else ("user_id = ?", (owner_id,))
 
 
 async def create(tx: Transaction, cipher: KeyCipher, owner_id: int | None, name: str,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aichat.store.db import Reader, Transaction
+from aichat.store.base import Reader, Transaction
 
 _SUMMARY = """
-    SELECT s.id, s.user_id AS userId, s.model_config_id AS modelConfigId, s.title,
-           s.created_at AS createdAt, m.name AS modelName, m.supports_images AS modelImages,
-           (SELECT COUNT(*) FROM messages WHERE session_id = s.id) AS messageCount
+    SELECT s.id, s.user_id AS "userId", s.model_config_id AS "modelConfigId", s.title,
+           s.created_at AS "createdAt", m.name AS "modelName", m.supports_images AS "modelImages",
+           (SELECT COUNT(*) FROM messages WHERE session_id = s.id) AS "messageCount"
     FROM chat_sessions s JOIN model_configs m ON m.id = s.model_config_id
 """
 
@@ -48,13 +48,11 @@ async def create(tx: Transaction, user_id: int, model_id: int, title: str) -> in
 
 
 async def rename(tx: Transaction, session_id: int, user_id: int, title: str) -> bool:
-    cursor = await tx.execute("UPDATE chat_sessions SET title = ? WHERE id = ? AND user_id = ?",
-                              (title, session_id, user_id))
-    return cursor.rowcount > 0
+    return await tx.execute("UPDATE chat_sessions SET title = ? WHERE id = ? AND user_id = ?",
+                            (title, session_id, user_id)) > 0
 
 
 async def delete(tx: Transaction, session_id: int, user_id: int) -> bool:
     """Messages and usage rows go with it (ON DELETE CASCADE)."""
-    cursor = await tx.execute("DELETE FROM chat_sessions WHERE id = ? AND user_id = ?",
-                              (session_id, user_id))
-    return cursor.rowcount > 0
+    return await tx.execute("DELETE FROM chat_sessions WHERE id = ? AND user_id = ?",
+                            (session_id, user_id)) > 0

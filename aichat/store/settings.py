@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aichat.store.db import Reader, Transaction
+from aichat.store.base import Reader, Transaction
+from aichat.store.dialect import NOW
 
 
 async def system_values(db: Reader) -> dict[str, str]:
@@ -17,8 +18,7 @@ async def set_system(tx: Transaction, values: dict[str, str]) -> None:
     for key, value in values.items():
         await tx.execute(
             "INSERT INTO system_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
-            " SET value = excluded.value,"
-            " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            f" SET value = excluded.value, updated_at = {NOW}",
             (key, value))
 
 
@@ -41,6 +41,5 @@ async def set_personal(tx: Transaction, user_id: int, values: dict[str, Any]) ->
         f"INSERT INTO user_settings (user_id, {', '.join(columns)})"
         f" VALUES (?, {', '.join('?' for _ in columns)})"
         f" ON CONFLICT (user_id) DO UPDATE SET"
-        f" {', '.join(f'{c} = excluded.{c}' for c in columns)},"
-        " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        f" {', '.join(f'{c} = excluded.{c}' for c in columns)}, updated_at = {NOW}",
         (user_id, *(values[c] for c in columns)))

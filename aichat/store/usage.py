@@ -7,12 +7,11 @@ both sources. A chat row's user is its session's owner, filled in by the databas
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aichat.store.db import Reader, found, inserted_id
+from aichat.store.base import Reader, Transaction, found
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +34,19 @@ class Source(StrEnum):
 _FROM = {Source.CHAT: "session_id IS NOT NULL", Source.API: "session_id IS NULL"}
 
 
-def add(conn: sqlite3.Connection, model: str, provider: str | None, usage: Usage, *,
+async def add(tx: Transaction, model: str, provider: str | None, usage: Usage, *,
         status: str, session_id: int | None = None, message_id: int | None = None,
         user_id: int | None = None, api_key_id: int | None = None,
         context_limit: int | None = None) -> int:
-    """Insert a row (synchronously, inside a transaction): a chat round's with its session
+    """Insert a row (a store job): a chat round's with its session
     (its user comes from there), a /v1 request's with its user and key."""
-    return inserted_id(conn.execute(
+    return await tx.insert(
         "INSERT INTO usage_metrics (user_id, session_id, message_id, api_key_id, model,"
         " provider, status, prompt_tokens, completion_tokens, total_tokens, context_limit,"
         " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, session_id, message_id, api_key_id, model, provider, status,
          usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, context_limit,
-         int(usage.estimated))).lastrowid)
+         int(usage.estimated)))
 
 
 _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
@@ -63,13 +62,13 @@ async def session_totals(db: Reader, session_id: int) -> dict[str, int]:
 async def last_round(db: Reader, session_id: int) -> dict[str, Any] | None:
     return await db.one(
         "SELECT prompt_tokens, completion_tokens, total_tokens, context_limit,"
-        " created_at AS createdAt, model, provider FROM usage_metrics WHERE session_id = ?"
+        " created_at AS \"createdAt\", model, provider FROM usage_metrics WHERE session_id = ?"
         " ORDER BY created_at DESC, id DESC LIMIT 1", (session_id,))
 
 
 async def per_session(db: Reader, user_id: int) -> list[dict[str, Any]]:
     rows = await db.all(
-        f"SELECT session_id AS sessionId, {_SUMS} FROM usage_metrics"
+        f"SELECT session_id AS \"sessionId\", {_SUMS} FROM usage_metrics"
         f" WHERE user_id = ? AND {_FROM[Source.CHAT]}"
         " GROUP BY session_id ORDER BY session_id DESC", (user_id,))
     return [{"sessionId": r.pop("sessionId"), "totals": r} for r in rows]

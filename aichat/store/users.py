@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aichat.store.db import Reader, Transaction, found
+from aichat.store.base import Reader, Transaction, found
 
-_PUBLIC = "id, username, role, created_at AS createdAt"
+_PUBLIC = "id, username, role, created_at AS \"createdAt\""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +93,8 @@ def _escape_like(text: str) -> str:
 
 _ADMIN_VIEW = f"""
     SELECT {_PUBLIC},
-           (SELECT COUNT(*) FROM chat_sessions s WHERE s.user_id = users.id) AS chatSessions,
-           (SELECT COUNT(*) FROM model_configs m WHERE m.user_id = users.id) AS modelConfigs
+           (SELECT COUNT(*) FROM chat_sessions s WHERE s.user_id = users.id) AS "chatSessions",
+           (SELECT COUNT(*) FROM model_configs m WHERE m.user_id = users.id) AS "modelConfigs"
     FROM users
 """
 
@@ -109,7 +109,9 @@ async def list_page(db: Reader, page: int, limit: int,
                     search: str | None) -> tuple[list[dict[str, Any]], int]:
     where, params = "", []
     if search:
-        where, params = "WHERE username LIKE ? ESCAPE '\\'", [f"%{_escape_like(search)}%"]
+        # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+        where, params = ("WHERE lower(username) LIKE lower(?) ESCAPE '\\'",
+                         [f"%{_escape_like(search)}%"])
     total = await db.value(f"SELECT COUNT(*) FROM users {where}", params)
     rows = await db.all(
         f"{_ADMIN_VIEW} {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
