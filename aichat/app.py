@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, cast
 
 import aiohttp
 from aiohttp import web
@@ -26,7 +26,7 @@ from aichat.http.appkeys import (cipher_key, config_key, db_key, hasher_key, htt
                                  registry_key, resolver_key, tokenizer_key, tokens_key,
                                  trusted_proxies_key)
 from aichat.http.middlewares import auth_middleware, error_middleware
-from aichat.security.ratelimit import FailureLimiter, parse_networks
+from aichat.security.ratelimit import FailureLimiter, SharedFailureLimiter, parse_networks
 from aichat.security import secrets_file
 from aichat.security.crypto import KeyCipher
 from aichat.security.passwords import PasswordHasher
@@ -35,6 +35,9 @@ from aichat.store import checkpoints
 from aichat.v1 import create_v1_app
 from aichat.store import db as database
 from aichat.store import users as users_store
+
+if TYPE_CHECKING:
+    from aichat.store.postgres import Database as PostgresDatabase
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
                                       pair_limit=config.login_account_limit)
     app[trusted_proxies_key] = parse_networks(config.trusted_proxies)
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
-    app.cleanup_ctx.extend([secrets_ctx, db_ctx, http_ctx, checkpoint_ctx])
+    app.cleanup_ctx.extend([secrets_ctx, db_ctx, cluster_ctx, http_ctx, checkpoint_ctx])
     app.on_shutdown.append(stop_rounds)
     for module in (auth_handlers, users, models, sessions, chat, usage, keys, settings_handlers,
                    meta, openapi):
@@ -67,6 +70,11 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
 
 async def secrets_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
+    if config.is_postgres and not (config.jwt_secret and config.encryption_key):
+        # A generated secret would live in one instance's data folder: tokens and stored API
+        # keys from one instance would mean nothing to the next.
+        raise ConfigError("with PostgreSQL, set JWT_SECRET and ENCRYPTION_KEY (the same on "
+                          "every instance): they are never generated for a shared database")
     app[tokens_key] = TokenService(
         secrets_file.load_or_create(config.data_dir, JWT_SECRET_FILE, config.jwt_secret))
     app[cipher_key] = KeyCipher(
@@ -77,16 +85,38 @@ async def secrets_ctx(app: web.Application) -> AsyncIterator[None]:
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
     db = await database.connect(config)
+    log.info("database: %s", config.database_label)
     try:
-        recovered = await db.run(checkpoints.recover, heuristic)
-        if recovered:
-            log.warning("recovered %d round(s) cut off by an unclean stop; their partial "
-                        "replies are kept as 'interrupted'", len(recovered))
+        if db.dialect == "sqlite":  # PostgreSQL: the cluster recovers what dead instances left
+            recovered = await db.run(checkpoints.recover, heuristic)
+            if recovered:
+                log.warning("recovered %d round(s) cut off by an unclean stop; their partial "
+                            "replies are kept as 'interrupted'", len(recovered))
         await bootstrap_admin(app, db, config)
         app[db_key] = db
         yield
     finally:
         await db.close()
+
+
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With PostgreSQL, this instance joins the others sharing the database."""
+    db = app[db_key]
+    if db.dialect != "postgresql":
+        yield
+        return
+    from aichat.chat.cluster import Cluster
+    cluster = Cluster(cast("PostgresDatabase", db), heuristic)
+    await cluster.start(app[registry_key])
+    app[registry_key].cluster = cluster
+    config = app[config_key]
+    app[limiter_key] = SharedFailureLimiter(db, address_limit=config.login_address_limit,
+                                            pair_limit=config.login_account_limit)
+    try:
+        yield
+    finally:
+        app[registry_key].cluster = None
+        await cluster.close()
 
 
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:

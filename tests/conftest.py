@@ -26,13 +26,48 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     return Config(**base)
 
 
-@pytest.fixture
-def config_factory(tmp_path: Path) -> Callable[..., Config]:
-    return lambda **overrides: make_config(tmp_path, **overrides)
+# Modules whose tests run on both stores: everything the HTTP API stores and reads back.
+BOTH_BACKENDS = {"test_auth", "test_users", "test_models", "test_sessions", "test_ownership",
+                 "test_settings", "test_chat_stream", "test_chat_control", "test_chat_usage",
+                 "test_chat_outcome", "test_chat_slots", "test_chat_context", "test_v1",
+                 "test_cluster"}
+PG_SECRETS = dict(jwt_secret="test-jwt-secret-" + "j" * 32,
+                  encryption_key="test-encryption-key-" + "k" * 32)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        both = (metafunc.module.__name__.rpartition(".")[2] in BOTH_BACKENDS
+                and metafunc.definition.get_closest_marker("sqlite_only") is None)
+        metafunc.parametrize("backend", ["sqlite", "postgresql"] if both else ["sqlite"],
+                             indirect=True)
 
 
 @pytest.fixture
-def start(aiohttp_client, config_factory) -> Callable[..., Any]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store a test's app runs on: SQLite, and PostgreSQL for the BOTH_BACKENDS modules."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL database's URL for a PostgreSQL run; None on SQLite."""
+    if backend != "postgresql":
+        return None
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path, database_url: str | None) -> Callable[..., Config]:
+    if database_url is None:
+        return lambda **overrides: make_config(tmp_path, **overrides)
+    # With PostgreSQL every instance must share the secrets: they are set, never generated.
+    return lambda **overrides: make_config(
+        tmp_path, **{"database_path": database_url, **PG_SECRETS, **overrides})
+
+
+@pytest.fixture
+def start(config_factory, aiohttp_client) -> Callable[..., Any]:
     """Start an app with config overrides and return an `Api` for it."""
     async def _start(resolver: Any = None, **overrides: Any) -> Api:
         config = config_factory(**overrides)

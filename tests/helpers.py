@@ -68,6 +68,22 @@ class Api:
         assert_error(status, body, expected, contains)
         return body["error"]
 
+    @property
+    def db(self) -> Any:
+        """The app's store (SQLite or PostgreSQL): tests read and tamper through it, with
+        `?` placeholders on both."""
+        from aichat.http.appkeys import db_key
+        return self.client.app[db_key]
+
+    async def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """A query's rows as tuples, from whichever store the app runs on."""
+        return [tuple(row.values()) for row in await self.db.all(sql, params)]
+
+    async def execute(self, sql: str, params: tuple = ()) -> int:
+        """A write, committed; the number of rows it changed."""
+        async with self.db.transaction() as tx:
+            return await tx.execute(sql, params)
+
     async def register(self, username: str, password: str = "password1") -> User:
         data = await self.ok("POST", "/api/auth/register",
                              json={"username": username, "password": password})
@@ -166,8 +182,5 @@ class Chat:
                                  self.user)
         return data["messages"]
 
-    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
-        import contextlib
-        import sqlite3
-        with contextlib.closing(sqlite3.connect(self.api.config.database_path)) as conn:
-            return conn.execute(sql, params).fetchall()
+    async def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return await self.api.rows(sql, params)

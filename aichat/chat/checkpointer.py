@@ -41,5 +41,6 @@ class Checkpointer:
         rows = [row for round_ in self._registry.rounds()
                 if (row := round_.checkpoint_row()) is not None]
         if rows:
-            await self._db.run(checkpoints.save, rows)
+            cluster = self._registry.cluster
+            await self._db.run(checkpoints.save, rows, cluster.instance if cluster else 0)
         return len(rows)

@@ -6,6 +6,10 @@ and at once re-sends the same message to /api/chat/completion.
 
 And it holds the per-user concurrency limit (docs/api.md §8): `booked` counts a round while it
 is set up, `add` from the moment it runs, so each round takes one slot, /api and /v1 alike.
+
+With several instances on PostgreSQL, `cluster` (chat/cluster.py) extends each of these to
+the rounds the other instances run: slots are counted across them, and a stop, a new message
+or a deletion reaches a round wherever it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aichat.chat.outcome import CancelReason
 from aichat.http.errors import ApiError
 
 if TYPE_CHECKING:  # the round registers itself here
+    from aichat.chat.cluster import Cluster
     from aichat.chat.round import Round
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,9 @@ class Registry:
         self._claims: dict[int, int] = {}  # rounds of a user being set up, not yet running
         self._per_user: dict[int, int] = {}  # running rounds per user, so a claim is O(1)
         self._pruned_at = 0.0
+        self.cluster: Cluster | None = None
+        # Cluster slots claimed by `booked`, each handed to the round it sets up by `add`.
+        self._handoff: list[tuple[int, int | None, int]] = []
 
     def running(self, session_id: int) -> Round | None:
         return self._running.get(session_id)
@@ -54,6 +62,11 @@ class Registry:
         return list(self._running.values())
 
     def add(self, round_: Round) -> None:
+        for i, (user_id, session_id, claim_id) in enumerate(self._handoff):
+            if user_id == round_.user_id and session_id == round_.session_id:
+                round_.claim_id = claim_id
+                del self._handoff[i]
+                break
         replaced = self._running.get(round_.key)  # one that outlived its 5 s to stop
         if replaced is not None:
             self._uncount(replaced.user_id)
@@ -86,7 +99,19 @@ class Registry:
         if not self._claim(user_id, session_id, limit):
             raise ApiError(429, refusal, {"Retry-After": RETRY_AFTER_S})
         try:
-            yield
+            entry = None
+            if self.cluster is not None:
+                claim_id = await self.cluster.claim(user_id, session_id, limit)
+                if claim_id is None:
+                    raise ApiError(429, refusal, {"Retry-After": RETRY_AFTER_S})
+                entry = (user_id, session_id, claim_id)
+                self._handoff.append(entry)
+            try:
+                yield
+            finally:
+                if entry is not None and entry in self._handoff:  # no round took it
+                    self._handoff.remove(entry)
+                    await asyncio.shield(self.cluster.release_claim(entry[2]))  # type: ignore[union-attr]
         finally:
             _decrement(self._claims, user_id)
 
@@ -122,14 +147,26 @@ class Registry:
 
     async def cancel_session(self, session_id: int, reason: CancelReason, *, discard: bool = False,
                              timeout: float = PERSIST_WAIT_S) -> Round | None:
-        """Cancel the session's running round and wait (bounded) until it has persisted."""
+        """Cancel the session's running round and wait (bounded) until it has persisted: the
+        round, or None if none ran here (on another instance, it is stopped all the same)."""
         round_ = self._running.get(session_id)
         if round_ is None:
+            if self.cluster is not None:
+                await self.cluster.stop_elsewhere(session_id, reason, discard=discard,
+                                                  timeout=timeout)
             return None
         round_.cancel(reason, discard=discard)
         if not await round_.wait_done(timeout):
             log.warning("round of session %s did not finish within %.1fs", session_id, timeout)
         return round_
+
+    async def released(self, round_: Round) -> None:
+        """After a round ended and left `_running`: the cluster frees its slot."""
+        if self.cluster is not None:
+            try:
+                await self.cluster.released(round_)
+            except Exception as e:  # PostgreSQL away: the slot goes with the instance's rows
+                log.warning("could not release the slot of round %s: %s", round_.key, e)
 
     def guard_candidate(self, session_id: int, content: str) -> Round | None:
         """The streamed round a /completion re-send duplicates, if any (once per round)."""
@@ -152,10 +189,12 @@ class Registry:
             await round_.wait_done(max(0.0, deadline - time.monotonic()))
 
     async def cancel_user(self, user_id: int) -> None:
-        """Stop a deleted user's rounds without saving anything."""
+        """Stop a deleted user's rounds without saving anything, wherever they run."""
         await self._cancel_many([r for r in self._running.values() if r.user_id == user_id],
                                 CancelReason.DELETED, discard=True)
+        if self.cluster is not None:
+            await self.cluster.stop_user_elsewhere(user_id, PERSIST_WAIT_S)
 
-    async def cancel_all(self) -> None:
-        await self._cancel_many(list(self._running.values()), CancelReason.SHUTDOWN,
-                                discard=False)
+    async def cancel_all(self, reason: CancelReason = CancelReason.SHUTDOWN) -> None:
+        """End every round of this instance (shutting down, or cut off from the cluster)."""
+        await self._cancel_many(list(self._running.values()), reason, discard=False)

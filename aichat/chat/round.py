@@ -73,6 +73,7 @@ class Round:
         self.outcome: Outcome | None = None
         self.assistant_message_id: int | None = None
         self.final_usage: dict[str, int] | None = None
+        self.claim_id: int | None = None  # its slot among several instances (chat/cluster.py)
 
     @property
     def session_id(self) -> int | None:
@@ -147,7 +148,10 @@ class Round:
         finally:
             self.ended_at = time.monotonic()
             self.engine.registry.remove(self)
-            self.done.set()
+            try:
+                await self.engine.registry.released(self)
+            finally:
+                self.done.set()
 
     async def _produce(self) -> Outcome:
         try:

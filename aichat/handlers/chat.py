@@ -9,13 +9,14 @@ from aiohttp import web
 
 from aichat.chat import relay, service
 from aichat.chat.outcome import CancelReason, raise_failure
-from aichat.chat.registry import PERSIST_WAIT_S
+from aichat.chat.registry import GUARD_REASONS, PERSIST_WAIT_S
 from aichat.chat.request import parse_chat, parse_regenerate
 from aichat.chat.round import Round
 from aichat.http.appkeys import config_key, db_key, registry_key, user_key
 from aichat.http.errors import not_found, ok
 from aichat.http.validate import body_id, read_json
-from aichat.store import messages, sessions
+from aichat.store import messages, sessions, usage
+from aichat.store.db import Reader
 
 routes = web.RouteTableDef()
 
@@ -66,6 +67,37 @@ async def _reply(request: web.Request, round_: Round) -> dict[str, Any]:
             "userMessageId": round_.user_message_id, "assistantMessage": message}
 
 
+async def _guard_elsewhere(app: web.Application, session_id: int,
+                           content: str) -> dict[str, Any] | None:
+    """The post-abort guard when the stream ran on another instance (chat/cluster.py): stop
+    it if it still runs (a new message would anyway), then take its ending if this message
+    re-sends it."""
+    cluster = app[registry_key].cluster
+    if cluster is None:
+        return None
+    await cluster.stop_elsewhere(session_id, CancelReason.STOP, timeout=PERSIST_WAIT_S)
+    taken = await cluster.take_guard(session_id, content, GUARD_REASONS)
+    if taken is None:
+        return None
+    db, reply_id = app[db_key], taken["assistant_message_id"]
+    message = await messages.get(db, reply_id) if reply_id is not None else None
+    return {"content": message["content"] if message else "",
+            "usage": await _round_usage(db, session_id),
+            "userMessageId": taken["user_message_id"], "assistantMessage": message}
+
+
+async def _round_usage(db: Reader, session_id: int) -> dict[str, int] | None:
+    """The usage of the session's latest round as the round itself reports it (§5.7)."""
+    row = await usage.last_round(db, session_id)
+    if row is None:
+        return None
+    numbers = {k: row[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    if row["context_limit"] is not None:
+        numbers["context_limit"] = row["context_limit"]
+        numbers["context_remaining"] = max(0, row["context_limit"] - row["prompt_tokens"])
+    return numbers
+
+
 @routes.post("/api/chat/completion")
 async def complete_chat(request: web.Request) -> web.Response:
     app = request.app
@@ -77,7 +109,13 @@ async def complete_chat(request: web.Request) -> web.Response:
         aborted.guard_used = True
         aborted.cancel(CancelReason.STOP)
         await aborted.wait_done(PERSIST_WAIT_S)
+        cluster = app[registry_key].cluster
+        if cluster is not None:  # used here: no other instance may serve it again
+            await cluster.take_guard(chat.session_id, chat.content, GUARD_REASONS)
         return ok(await _reply(request, aborted))
+    duplicate = await _guard_elsewhere(app, chat.session_id, chat.content)
+    if duplicate is not None:
+        return ok(duplicate)
     async with _setting_up(app, prepared):
         round_ = await service.open_round(app, prepared, streamed=False)
         round_.start()
@@ -95,6 +133,11 @@ async def stop_chat(request: web.Request) -> web.Response:
         raise not_found("Chat session")
     round_ = registry.running(session_id)
     if round_ is None:
+        if registry.cluster is not None:  # it may run on another instance
+            stopped, reply_id = await registry.cluster.stop_elsewhere(
+                session_id, CancelReason.STOP, timeout=PERSIST_WAIT_S)
+            if stopped:
+                return ok({"stopped": True, "assistantMessageId": reply_id})
         return ok({"stopped": False})
     round_.cancel(CancelReason.STOP)
     await round_.wait_done(PERSIST_WAIT_S)

@@ -16,9 +16,11 @@ Each counter is a leaky bucket: a failure adds one and the level drains at `limi
 window, so "10 per 15 minutes" gives back one attempt every 90 s. Memory is bounded: at most
 `max_keys` keys per counter; a full table first drops drained keys, then the oldest key still
 below its limit, and never a key at its limit (so a flood of cheap new keys cannot reset one).
-Counts live in memory: a restart forgives. Behind a reverse proxy every client shares the
-proxy's address, so the address comes from X-Forwarded-For when the peer is a trusted proxy
-(TRUSTED_PROXIES).
+Counts live in memory: a restart forgives. With several instances on PostgreSQL,
+`SharedFailureLimiter` keeps them in the database as well (the table login_failures), so a
+guesser gains nothing by spreading attempts over the instances. Behind a reverse proxy every
+client shares the proxy's address, so the address comes from X-Forwarded-For when the peer is
+a trusted proxy (TRUSTED_PROXIES).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import ipaddress
 import math
 import re
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -82,6 +84,18 @@ class Buckets:
 
     def forget(self, key: str) -> None:
         self._levels.pop(key, None)
+
+    @property
+    def rate(self) -> float:
+        """How fast a level drains, per second."""
+        return self._rate
+
+    def set(self, key: str, level: float) -> None:
+        """Take a level known elsewhere (the shared counts) as this key's level now."""
+        if level <= 0:
+            self._levels.pop(key, None)
+        elif key in self._levels or self._make_room():
+            self._levels[key] = (level, self._clock())
 
     def _make_room(self) -> bool:
         now = self._clock()
@@ -169,6 +183,65 @@ class FailureLimiter:
         if username is not None:
             self.pairs.forget(f"{address} {username}")
 
+    def _counters(self, address: str,
+                  username: str | None) -> list[tuple[str, Buckets, str]]:
+        keys = [("a", self.addresses, address)]
+        if username is not None:
+            keys += [("p", self.pairs, f"{address} {username}"), ("n", self.names, username)]
+        return keys
+
+    # Where several instances share the counts (SharedFailureLimiter); here, nothing to do.
+
+    async def load(self, address: str, username: str | None) -> None:
+        """Bring the shared levels of these keys into this process's counters."""
+
+    async def record(self, address: str, username: str | None, failed: bool) -> None:
+        """Share a failure (or a success, which clears the pair)."""
+
+
+class SharedFailureLimiter(FailureLimiter):
+    """The counters of all instances: each check first loads the keys' levels from the
+    database (one query), each failure is added there too. Rows drained for two windows are
+    swept by the cluster janitor's clock: `sweep` (store/cluster.py calls it)."""
+
+    def __init__(self, db: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._db = db
+
+    async def load(self, address: str, username: str | None) -> None:
+        counters = self._counters(address, username)
+        marks = ", ".join("?" for _ in counters)
+        rows = await self._db.all(
+            "SELECT key, level, extract(epoch FROM clock_timestamp()) - at AS age"
+            f" FROM login_failures WHERE key IN ({marks})",
+            [f"{kind}:{key}" for kind, _, key in counters])
+        levels = {row["key"]: (row["level"], float(row["age"])) for row in rows}
+        for kind, buckets, key in counters:
+            level, age = levels.get(f"{kind}:{key}", (0.0, 0.0))
+            buckets.set(key, max(0.0, level - age * buckets.rate))
+
+    async def record(self, address: str, username: str | None, failed: bool) -> None:
+        if not failed:
+            if username is not None:
+                await self._db.run(_forget, f"p:{address} {username}")
+            return
+        await self._db.run(_add, [(f"{kind}:{key}", buckets.rate)
+                                  for kind, buckets, key in self._counters(address, username)])
+
+
+async def _add(tx: Any, keys: list[tuple[str, float]]) -> None:
+    for key, rate in keys:
+        await tx.execute(
+            "INSERT INTO login_failures (key, level, at)"
+            " VALUES (?, 1, extract(epoch FROM clock_timestamp()))"
+            " ON CONFLICT (key) DO UPDATE SET level = GREATEST(0, login_failures.level"
+            " - (excluded.at - login_failures.at) * CAST(? AS DOUBLE PRECISION)) + 1,"
+            " at = excluded.at", (key, rate))
+
+
+async def _forget(tx: Any, key: str) -> None:
+    await tx.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+
 
 class Attempt:
     """One sign-in, registration or password change, as an async context manager.
@@ -188,12 +261,14 @@ class Attempt:
         if not isinstance(username, str) or not _USERNAME.fullmatch(username):
             return  # no account has such a name: the address alone is counted
         self._username = username
+        await self._guard.load(self._address, username)
         self._guard.refuse_if_limited(self._address, username)
         delay = self._guard.delay_s(username)
         if delay:
             await asyncio.sleep(delay)
 
     async def __aenter__(self) -> Attempt:
+        await self._guard.load(self._address, None)
         self._guard.refuse_if_limited(self._address, None)
         return self
 
@@ -201,5 +276,7 @@ class Attempt:
                         tb: object) -> None:
         if exc is None:
             self._guard.succeeded(self._address, self._username)
+            await self._guard.record(self._address, self._username, failed=False)
         elif isinstance(exc, CredentialError):
             self._guard.failed(self._address, self._username)
+            await self._guard.record(self._address, self._username, failed=True)

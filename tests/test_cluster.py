@@ -1,0 +1,219 @@
+"""Two real aichat processes on one PostgreSQL database, as behind a load balancer: whatever
+one process used to keep in memory holds across them (chat/cluster.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from .conftest import PG_SECRETS
+from .fake_upstream import Reply
+from .helpers import SSEStream
+from .test_crash import free_port, healthy, owner_with_session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Instance:
+    def __init__(self, url: str, tmp: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environ = {k: v for k, v in os.environ.items() if k not in ("PORT", "DATABASE_URL")}
+        environ.update({"PORT": str(self.port), "HOST": "127.0.0.1", "DATABASE_URL": url,
+                        "JWT_SECRET": PG_SECRETS["jwt_secret"],
+                        "ENCRYPTION_KEY": PG_SECRETS["encryption_key"],
+                        "BCRYPT_ROUNDS": "4", "TOKENIZER_MODE": "heuristic",
+                        "LOG_LEVEL": "warn", "UPSTREAM_URL_POLICY": "any", **env})
+        tmp.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py"), "--env-file", "/nonexistent"],
+            env=environ, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@asynccontextmanager
+async def two(pg_url: str, tmp_path: Path, **env: str) -> AsyncIterator[tuple[Any, ...]]:
+    """Instances A and B on one database, an HTTP client, and a database connection."""
+    a = Instance(pg_url, tmp_path / "a", **env)
+    b = Instance(pg_url, tmp_path / "b", **env)
+    db = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await healthy(http, a.base)
+            await healthy(http, b.base)
+            db = await asyncpg.connect(pg_url)
+            yield a, b, http, db
+    finally:
+        if db is not None:
+            await db.close()
+        for instance in (a, b):
+            instance.kill()
+
+
+async def until(check: Any, timeout: float = 15.0) -> Any:
+    """Poll another process's state (there is no event to await across processes)."""
+    async with asyncio.timeout(timeout):
+        while not (result := await check()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return result
+
+
+async def post(http: aiohttp.ClientSession, url: str, auth: dict, body: dict) -> tuple[int, Any]:
+    async with http.post(url, headers=auth, json=body) as r:
+        return r.status, await r.json()
+
+
+async def streaming(http: aiohttp.ClientSession, base: str, auth: dict, session_id: int,
+                    content: str) -> tuple[aiohttp.ClientResponse, SSEStream]:
+    response = await http.post(f"{base}/api/chat/stream", headers=auth,
+                               json={"sessionId": session_id, "content": content})
+    assert response.status == 200, await response.text()
+    reader = SSEStream(response)
+    await reader.until("content")
+    return response, reader
+
+
+async def test_a_stop_on_b_stops_the_round_running_on_a(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, session = await owner_with_session(http, a.base, upstream.url)
+        upstream.queue(Reply(tokens=["one ", "two ", "three"], stall_after=2))
+        response, reader = await streaming(http, a.base, auth, session["id"], "go")
+        status, body = await post(http, f"{b.base}/api/chat/stop", auth,
+                                  {"sessionId": session["id"]})
+        assert status == 200 and body["data"]["stopped"] is True
+        await reader.rest()
+        response.close()
+        assert reader.events[-1]["type"] == "stop"
+        rows = await db.fetch("SELECT id, content, status FROM messages"
+                              " WHERE role = 'assistant'")
+        assert [(r["content"], r["status"]) for r in rows] == [("one two", "stopped")]
+        assert body["data"]["assistantMessageId"] == rows[0]["id"]
+        # Nothing runs any more: a second stop, on either instance, finds nothing.
+        for instance in (a, b):
+            status, body = await post(http, f"{instance.base}/api/chat/stop", auth,
+                                      {"sessionId": session["id"]})
+            assert body["data"] == {"stopped": False}
+
+
+async def test_a_new_message_on_b_supersedes_the_round_on_a(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, session = await owner_with_session(http, a.base, upstream.url)
+        upstream.queue(Reply(tokens=["old ", "reply ", "never"], stall_after=2))
+        response, old = await streaming(http, a.base, auth, session["id"], "first")
+        upstream.queue(Reply(tokens=["new ", "reply"]))
+        async with http.post(f"{b.base}/api/chat/stream", headers=auth,
+                             json={"sessionId": session["id"], "content": "second"}) as r:
+            new = SSEStream(r)
+            await new.rest()
+        await old.rest()
+        response.close()
+        assert old.events[-1]["type"] == "stop" and new.types()[-1] == "complete"
+        rows = await db.fetch("SELECT role, content, status FROM messages ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            ("user", "first", "complete"), ("assistant", "old reply", "stopped"),
+            ("user", "second", "complete"), ("assistant", "new reply", "complete")]
+
+
+async def test_the_concurrency_limit_counts_rounds_on_every_instance(pg_url, tmp_path,
+                                                                    upstream):
+    async with two(pg_url, tmp_path, MAX_CONCURRENT_STREAMS="1") as (a, b, http, db):
+        auth, first = await owner_with_session(http, a.base, upstream.url)
+        status, second = await post(http, f"{b.base}/api/sessions", auth,
+                                    {"modelConfigId": first["modelConfigId"]})
+        upstream.queue(Reply(tokens=["busy ", "never"], stall_after=1))
+        response, reader = await streaming(http, a.base, auth, first["id"], "long")
+        status, body = await post(http, f"{b.base}/api/chat/stream", auth,
+                                  {"sessionId": second["data"]["id"], "content": "more"})
+        assert status == 429 and "limit 1" in body["error"]
+        await post(http, f"{b.base}/api/chat/stop", auth, {"sessionId": first["id"]})
+        await reader.rest()
+        response.close()
+        upstream.queue(Reply(tokens=["now ", "fine"]))
+        async with http.post(f"{b.base}/api/chat/stream", headers=auth, json={
+                "sessionId": second["data"]["id"], "content": "more"}) as r:
+            assert r.status == 200  # the slot came back when the round on A ended
+            done = SSEStream(r)
+            await done.rest()
+        assert done.text() == "now fine"
+        assert await db.fetchval("SELECT COUNT(*) FROM live_rounds") == 0
+
+
+async def test_an_instance_killed_mid_round_loses_no_reply_and_no_slot(pg_url, tmp_path,
+                                                                       upstream):
+    async with two(pg_url, tmp_path, MAX_CONCURRENT_STREAMS="1") as (a, b, http, db):
+        auth, session = await owner_with_session(http, a.base, upstream.url)
+        tokens = [f"w{i} " for i in range(400)]
+        upstream.queue(Reply(tokens=tokens, delay=0.01))
+        response, reader = await streaming(http, a.base, auth, session["id"], "tell")
+        checkpointed = await until(lambda: db.fetchval(
+            "SELECT string_agg(content, '' ORDER BY id) FROM round_checkpoint_parts"))
+        a.kill()
+        response.close()
+        # B notices that A is gone (its lock is free) and keeps the partial reply.
+        reply = await until(lambda: db.fetchrow(
+            "SELECT content, status FROM messages WHERE role = 'assistant'"))
+        assert reply["status"] == "interrupted"
+        assert "".join(tokens).startswith(reply["content"])
+        assert reply["content"].startswith(checkpointed.strip())
+        assert await db.fetchval("SELECT COUNT(*) FROM round_checkpoints") == 0
+        # A's slot is not held forever: the user may stream again (limit 1), on B.
+        upstream.queue(Reply(tokens=["back"]))
+        async with http.post(f"{b.base}/api/chat/stream", headers=auth,
+                             json={"sessionId": session["id"], "content": "again"}) as r:
+            assert r.status == 200, await r.text()
+            again = SSEStream(r)
+            await again.rest()
+        assert again.types()[-1] == "complete"
+
+
+async def test_sign_in_failures_count_across_instances(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path, LOGIN_ACCOUNT_LIMIT="3") as (a, b, http, db):
+        await owner_with_session(http, a.base, upstream.url)
+        statuses = []
+        for instance in (a, b, a, b):
+            async with http.post(f"{instance.base}/api/auth/login", json={
+                    "username": "owner", "password": "wrong-password"}) as r:
+                statuses.append(r.status)
+        assert statuses == [401, 401, 401, 429]
+
+
+async def test_a_setting_changed_on_one_instance_holds_on_the_other(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path, APP_MODE="multi") as (a, b, http, db):
+        auth, _ = await owner_with_session(http, a.base, upstream.url)
+        async with http.put(f"{a.base}/api/settings/system", headers=auth,
+                            json={"registration_enabled": False}) as r:
+            assert r.status == 200, await r.text()
+        async with http.post(f"{b.base}/api/auth/register", json={
+                "username": "late", "password": "password1"}) as r:
+            assert r.status == 403
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 10])
+def test_postgresql_needs_shared_secrets(pg_url, tmp_path, bad):
+    """Generated secrets would differ per instance: a shared database refuses to start
+    without JWT_SECRET (and the password in the URL never reaches the log)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JWT_SECRET", "ENCRYPTION_KEY")}
+    env.update({"DATABASE_URL": pg_url, "PORT": str(free_port()), "ENCRYPTION_KEY": "e" * 40})
+    if bad:
+        env["JWT_SECRET"] = bad
+    result = subprocess.run([sys.executable, str(ROOT / "server.py"), "--env-file",
+                             "/nonexistent"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "JWT_SECRET" in result.stderr
+    password = pg_url.split(":")[2].split("@")[0]
+    assert password not in result.stderr + result.stdout
