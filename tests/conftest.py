@@ -39,8 +39,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         both = (metafunc.module.__name__.rpartition(".")[2] in BOTH_BACKENDS
                 and metafunc.definition.get_closest_marker("sqlite_only") is None)
-        metafunc.parametrize("backend", ["sqlite", "postgresql"] if both else ["sqlite"],
-                             indirect=True)
+        backends = ["sqlite", "postgresql"] if both else ["sqlite"]
+        if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+            backends = ["postgresql"]
+        metafunc.parametrize("backend", backends, indirect=True)
 
 
 @pytest.fixture

@@ -217,3 +217,26 @@ def test_postgresql_needs_shared_secrets(pg_url, tmp_path, bad):
     assert "JWT_SECRET" in result.stderr
     password = pg_url.split(":")[2].split("@")[0]
     assert password not in result.stderr + result.stdout
+
+
+@pytest.mark.postgresql_only
+async def test_postgresql_restarting_ends_streams_clearly_and_the_server_recovers(
+        chat_factory, pg_cluster):
+    chat = await chat_factory()
+    chat.upstream.queue(Reply(tokens=[f"t{i} " for i in range(300)], delay=0.02))
+    async with chat.open("before the restart") as response:
+        reader = SSEStream(response)
+        await reader.until("content")
+        await asyncio.to_thread(pg_cluster.restart)
+        await reader.rest(timeout=20)  # the stream ends: it does not hang on a dead database
+    assert reader.events[-1]["type"] in ("stop", "error")
+
+    async def answers() -> bool:  # the pool reconnects by itself
+        status, _ = await chat.api.call("GET", "/api/sessions", chat.user)
+        return status == 200
+    await until(answers, timeout=30)
+    kept = await chat.rows("SELECT role, content FROM messages ORDER BY id")
+    assert kept[0] == ("user", "before the restart")  # written before: kept
+    chat.upstream.queue(Reply(tokens=["after"]))
+    again = await chat.stream("after the restart")
+    assert again.types()[-1] == "complete" and again.text() == "after"

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from aichat.http.access import Handler, access_of
+from aichat.store.base import Unavailable
 from aichat.security.credentials import authenticate
 from aichat.http.errors import ApiError, fail
 from aichat.http.appkeys import user_key
@@ -24,6 +25,9 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
+DATABASE_AWAY = "The database is unavailable; try again in a few seconds"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -37,6 +41,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return fail(e.status, _http_message(request, e), headers)
     except ConnectionResetError:
         raise  # the client left; nothing to answer
+    except Unavailable:  # PostgreSQL restarting: the pool reconnects by itself
+        log.warning("database unavailable: %s %s", request.method, request.path)
+        return fail(503, DATABASE_AWAY, {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error: %s %s", request.method, request.path)
         return fail(500, "Internal server error")

@@ -7,6 +7,8 @@ import logging
 from aiohttp import web
 
 from aichat.http.access import Handler
+from aichat.http.middlewares import DATABASE_AWAY
+from aichat.store.base import Unavailable
 from aichat.security.credentials import identify
 from aichat.http.errors import ApiError, json_response
 from aichat.http.appkeys import user_key
@@ -41,6 +43,9 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return openai_error(e.status, e.reason)
     except ConnectionResetError:
         raise
+    except Unavailable:
+        log.warning("database unavailable: %s %s", request.method, request.path)
+        return openai_error(503, DATABASE_AWAY)
     except Exception:
         log.exception("unhandled error: %s %s", request.method, request.path)
         return openai_error(500, "Internal server error")
