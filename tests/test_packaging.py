@@ -268,13 +268,16 @@ def installed(tmp_path_factory) -> Installed:
 def test_the_installed_aichat_is_the_wheel_with_its_migrations(installed):
     result = subprocess.run(
         [str(installed.python), "-c", "import aichat, aichat.store.migrations as d; "
-         "print(aichat.__file__); print(d.SQL_DIR); print(len(d.migration_files()))"],
+         "print(aichat.__file__); print(d.SQL_DIR); print(len(d.migration_files())); "
+         "print(len(d.migration_files(d.POSTGRES_DIR)))"],
         cwd=installed.work, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    module, sql_dir, count = result.stdout.split()
+    module, sql_dir, count, postgres_count = result.stdout.split()
     assert Path(module).is_relative_to(installed.venv)
     assert Path(sql_dir) == Path(module).parent / "sql"
     assert int(count) == len(checkout_schema()[1])
+    # PostgreSQL's schema ships too (an extra away from running several instances).
+    assert int(postgres_count) == len(database.migration_files(ROOT / "sql" / "postgres"))
 
 
 @pytest.mark.slow
