@@ -1,9 +1,11 @@
-"""The command line: serve (the default) and the operator verbs, `backup` and `rotate-key`.
+"""The command line: serve (the default) and the operator verbs, `backup`, `rotate-key` and
+`migrate-to`.
 
 Settings come from the environment and ./.env.
 
 Installed, the command is `aichat` (or `python -m aichat`); from a checkout, `python server.py`.
-Operator commands: `aichat backup PATH`, `aichat rotate-key [--new-key KEY]`.
+Operator commands: `aichat backup PATH`, `aichat rotate-key [--new-key KEY]`,
+`aichat migrate-to postgresql://...`.
 """
 
 from __future__ import annotations
@@ -41,24 +43,41 @@ def parse_args(argv: list[str], prog: str = "server.py") -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", title="commands (none: run the server)")
     backup = commands.add_parser(
         "backup", help="write a consistent copy of the database (the server may be running)",
-        description="Copy the live database with VACUUM INTO. The secrets are not in the "
-                    "copy: back up the data folder's encryption_key and jwt_secret (or the "
-                    "ENCRYPTION_KEY and JWT_SECRET settings) too.")
+        description="SQLite: copy the live database with VACUUM INTO. PostgreSQL: run "
+                    "pg_dump (it must be installed, of the server's major version or newer) "
+                    "into a custom-format archive, restorable with `pg_restore -d URL PATH`; "
+                    "the password reaches it through PGPASSWORD, never the command line. "
+                    "The secrets are not in the copy: back up the data folder's "
+                    "encryption_key and jwt_secret (or the ENCRYPTION_KEY and JWT_SECRET "
+                    "settings) too.")
     backup.add_argument("path", help="file to write; must not exist yet")
     rotate = commands.add_parser(
         "rotate-key", help="re-encrypt the stored API keys under a new ENCRYPTION_KEY "
                            "(stop the server first)",
-        description="Compact the database, then re-encrypt every stored model API key "
-                    "under a new key in one transaction. Stop the server first. With "
-                    "data/encryption_key the file is replaced (the new key is written to "
-                    "disk before the commit); with ENCRYPTION_KEY set, --new-key (or "
-                    "NEW_ENCRYPTION_KEY) is required and ENCRYPTION_KEY must be set to it.")
+        description="Re-encrypt every stored model API key under a new key in one "
+                    "transaction. Stop the server first (with PostgreSQL: every instance; "
+                    "the command refuses while one is connected). SQLite compacts the "
+                    "database first. With data/encryption_key the file is replaced (the new "
+                    "key is written to disk before the commit); with ENCRYPTION_KEY set "
+                    "(always, with PostgreSQL), --new-key (or NEW_ENCRYPTION_KEY) is "
+                    "required and ENCRYPTION_KEY must be set to it afterwards.")
     # A key on the command line shows in `ps` and shell history; NEW_ENCRYPTION_KEY does not.
     rotate.add_argument("--new-key", metavar="KEY",
                         default=os.environ.get("NEW_ENCRYPTION_KEY") or None,
                         help=f"the new key, at least {MIN_SECRET_CHARS} characters (default: "
                              "NEW_ENCRYPTION_KEY from the environment; generated when the key "
                              "lives in the data folder)")
+    migrate = commands.add_parser(
+        "migrate-to", help="copy the SQLite database, every row, into an empty PostgreSQL "
+                           "database (stop the server first)",
+        description="Copy every row of the SQLite database DATABASE_URL names (it is only "
+                    "read, and must be at this version's schema: start the server on it "
+                    "once first) into the PostgreSQL database at URL, in one transaction, "
+                    "keeping the ids; the schema is created there. The target must hold no "
+                    "aichat data. Afterwards run aichat with DATABASE_URL=URL and the same "
+                    "ENCRYPTION_KEY and JWT_SECRET (the command says where they are). Leave "
+                    "the password out of URL and set PGPASSWORD to keep it out of `ps`.")
+    migrate.add_argument("url", metavar="URL", help="postgresql://user@host:port/database")
     return parser.parse_args(argv)
 
 
@@ -124,6 +143,9 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     try:
         if args.command == "backup":
             maintenance.backup(config, args.path)
+        elif args.command == "migrate-to":
+            from aichat.cli import transfer
+            transfer.migrate_to(config, args.url)
         else:
             maintenance.rotate_key(config, args.new_key)
     except (maintenance.MaintenanceError, OSError) as e:

@@ -2,7 +2,8 @@
 
 Plain sqlite3, no event loop: these are one-shot CLI commands. `backup` works while the server
 runs (WAL readers never block the writer); `rotate-key` needs the server stopped, since a
-running server would keep encrypting and decrypting with the old key.
+running server would keep encrypting and decrypting with the old key. With PostgreSQL both
+hand over to cli/pgtools.py.
 """
 
 from __future__ import annotations
@@ -38,22 +39,17 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     No copy of a value under the old key survives in the file: a VACUUM first drops the
     values of since-deleted or changed keys, then secure_delete zeroes what the update frees.
     """
-    db_path = _database_file(config)
+    if config.is_postgres:
+        from aichat.cli import pgtools
+        return pgtools.rotate_key(config, new_key)
+    db_path = database_file(config)
     key_file = config.data_dir / ENCRYPTION_KEY_FILE
     new_file = key_file.with_name(ENCRYPTION_KEY_FILE + NEW_SUFFIX)
     from_env = config.encryption_key is not None
     if from_env and new_key is None:
-        # A generated key shown only after the commit could be lost to a closed pipe or a
-        # `| head`, and every stored provider key with it: the operator brings the new key.
-        raise ConfigError("ENCRYPTION_KEY comes from the environment, so the new key cannot "
-                          "be stored for you: give it with --new-key (or NEW_ENCRYPTION_KEY), "
-                          "then set ENCRYPTION_KEY to it")
+        raise ConfigError(NEW_KEY_REQUIRED)
     old_key, old_label = _old_key(config, key_file)
-    new_key = secrets_file.generate() if new_key is None else new_key.strip()
-    if len(new_key) < MIN_SECRET_CHARS:
-        raise ConfigError(f"--new-key is too short: use at least {MIN_SECRET_CHARS} characters")
-    if new_key == old_key:
-        raise ConfigError("--new-key is the current key")
+    new_key = checked_new_key(old_key, secrets_file.generate() if new_key is None else new_key)
     old, new = KeyCipher(old_key), KeyCipher(new_key)
 
     conn = _connect(db_path)
@@ -97,6 +93,22 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     return new_key
 
 
+# A generated key shown only after the commit could be lost to a closed pipe or a `| head`, and
+# every stored provider key with it: with ENCRYPTION_KEY set, the operator brings the new key.
+NEW_KEY_REQUIRED = ("ENCRYPTION_KEY comes from the environment, so the new key cannot be "
+                    "stored for you: give it with --new-key (or NEW_ENCRYPTION_KEY), then set "
+                    "ENCRYPTION_KEY to it")
+
+
+def checked_new_key(old_key: str, new_key: str) -> str:
+    new_key = new_key.strip()
+    if len(new_key) < MIN_SECRET_CHARS:
+        raise ConfigError(f"--new-key is too short: use at least {MIN_SECRET_CHARS} characters")
+    if new_key == old_key:
+        raise ConfigError("--new-key is the current key")
+    return new_key
+
+
 def _old_key(config: Config, key_file: Path) -> tuple[str, str]:
     if config.encryption_key is not None:
         return config.encryption_key, "ENCRYPTION_KEY (from the environment)"
@@ -112,8 +124,12 @@ def _old_key(config: Config, key_file: Path) -> tuple[str, str]:
 
 def _reencrypted(conn: sqlite3.Connection, old: KeyCipher, new: KeyCipher,
                  old_label: str) -> list[tuple[str, int]]:
-    """(new value, id) for every stored key; MaintenanceError if any fails to decrypt."""
-    rows = models.stored_keys(conn)
+    return reencrypted(models.stored_keys(conn), old, new, old_label)
+
+
+def reencrypted(rows: list[tuple[int, str]], old: KeyCipher, new: KeyCipher,
+                old_label: str) -> list[tuple[str, int]]:
+    """(new value, id) for each (id, stored value); MaintenanceError if any fails to decrypt."""
     updates, failed = [], []
     for model_id, stored in rows:
         aad = model_aad(model_id)
@@ -167,24 +183,18 @@ def _decrypts_all(key: str, rows: list[tuple[int, str]]) -> bool:
 def backup(config: Config, path: str) -> None:
     """Write a consistent copy of the live database to `path` (a new file, mode 0600) with
     VACUUM INTO: a snapshot read in one transaction, safe while the server writes."""
-    db_path = _database_file(config)
-    target = Path(path).expanduser().resolve()
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise MaintenanceError(f"{target} already exists; refusing to overwrite it") from None
-    except OSError as e:
-        raise MaintenanceError(f"cannot create {target}: {e.strerror}") from None
-    os.close(fd)  # VACUUM INTO accepts an empty file; creating it here makes it ours and 0600
+    if config.is_postgres:
+        from aichat.cli import pgtools
+        return pgtools.backup(config, path)
+    db_path = database_file(config)
+    target = create_new_file(path)  # VACUUM INTO accepts an empty file
     try:
         conn = _connect(db_path)
         try:
             conn.execute("VACUUM INTO ?", (str(target),))
         finally:
             conn.close()
-        with open(target, "rb+") as f:
-            os.fsync(f.fileno())
-        _fsync_dir(target.parent)
+        fsync_file(target)
     except sqlite3.Error as e:
         target.unlink(missing_ok=True)
         raise MaintenanceError(f"backup of {db_path} failed: {e}") from None
@@ -192,18 +202,36 @@ def backup(config: Config, path: str) -> None:
         target.unlink(missing_ok=True)
         raise
 
+    print(f"Wrote a consistent copy of {db_path} to {target} ({target.stat().st_size} bytes).")
+    print_secrets_note(config)
+
+
+def print_secrets_note(config: Config) -> None:
     kept = [f"{var} (set in the environment)" if configured else str(config.data_dir / name)
             for name, var, configured in (
                 (ENCRYPTION_KEY_FILE, "ENCRYPTION_KEY", config.encryption_key),
                 (JWT_SECRET_FILE, "JWT_SECRET", config.jwt_secret))]
-    print(f"Wrote a consistent copy of {db_path} to {target} ({target.stat().st_size} bytes).")
     print(f"The secrets are not in it: back up {kept[0]} and {kept[1]} too. Without the "
           "encryption key the model API keys in the backup cannot be decrypted.")
 
 
 # --- shared ---
 
-def _database_file(config: Config) -> Path:
+def create_new_file(path: str) -> Path:
+    """Create `path` empty, owner-only (0600), refusing an existing file: a backup never
+    replaces anything, and creating it ourselves makes it ours and private."""
+    target = Path(path).expanduser().resolve()
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise MaintenanceError(f"{target} already exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise MaintenanceError(f"cannot create {target}: {e.strerror}") from None
+    os.close(fd)
+    return target
+
+
+def database_file(config: Config) -> Path:
     if config.database_path == ":memory:":
         raise MaintenanceError("DATABASE_URL is :memory:, there is no database file")
     path = Path(config.database_path).expanduser().resolve()
@@ -225,6 +253,12 @@ def _write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(value + "\n")
         f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
         os.fsync(f.fileno())
     _fsync_dir(path.parent)
 

@@ -73,7 +73,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 def redact(url: str) -> str:
     """The URL with its password replaced, for logs and errors."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def _database_path(row: Setting, name: str, raw: str) -> str:
