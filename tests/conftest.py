@@ -56,7 +56,7 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """A fresh PostgreSQL database's URL for a PostgreSQL run; None on SQLite."""
     if backend != "postgresql":
         return None
-    return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("pg_app_url")
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except Unavailable:
         log.warning("database unavailable: %s %s", request.method, request.path)
-        return openai_error(503, DATABASE_AWAY)
+        return openai_error(503, DATABASE_AWAY, headers={"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error: %s %s", request.method, request.path)
         return openai_error(500, "Internal server error")
