@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import jwt
 import pytest
 
 from .helpers import assert_error
 
 
-def user_count(api) -> int:
-    with sqlite3.connect(api.config.database_path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+async def user_count(api) -> int:
+    return await api.db.value("SELECT COUNT(*) FROM users")
 
 
 async def test_first_user_becomes_admin_in_single_mode_then_registration_closes(start):
@@ -22,7 +19,7 @@ async def test_first_user_becomes_admin_in_single_mode_then_registration_closes(
     await api.error("POST", "/api/auth/register", None, 403,
                     "Registration is disabled in single user mode",
                     json={"username": "second", "password": "password1"})
-    assert user_count(api) == 1
+    assert await user_count(api) == 1
 
 
 async def test_multi_mode_registers_users_and_respects_the_setting(start):
@@ -74,7 +71,7 @@ async def test_duplicate_username_is_409_and_case_sensitive(api):
 ])
 async def test_register_validation(api, body, message):
     await api.error("POST", "/api/auth/register", None, 400, message, json=body)
-    assert user_count(api) == 1
+    assert await user_count(api) == 1
 
 
 async def test_password_limit_counts_utf8_bytes(api):
@@ -139,8 +136,12 @@ async def test_expired_and_foreign_tokens_are_rejected(api):
 
 
 def _secret(api) -> str:
-    from pathlib import Path
-    return (Path(api.config.database_path).parent / "jwt_secret").read_text().strip()
+    """The signing secret: set in the config (always, with PostgreSQL) or generated beside
+    the SQLite file."""
+    if api.config.jwt_secret:
+        return api.config.jwt_secret
+    from aichat.app import JWT_SECRET_FILE
+    return (api.config.data_dir / JWT_SECRET_FILE).read_text().strip()
 
 
 async def test_password_change_invalidates_older_tokens(api):

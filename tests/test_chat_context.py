@@ -87,12 +87,6 @@ def final_usage(stream) -> dict[str, Any]:
     return event["usage"]
 
 
-def execute(chat: Chat, sql: str, params: tuple = ()) -> None:
-    with closing(sqlite3.connect(chat.api.config.database_path, timeout=5)) as conn:
-        conn.execute(sql, params)
-        conn.commit()
-
-
 def sent(chat: Chat) -> list[dict[str, Any]]:
     return chat.upstream.requests[-1].body["messages"]
 
@@ -131,8 +125,8 @@ async def test_truncation_keeps_newest_that_fit_and_stops_at_first_misfit(chat_f
                                    "context_limit": 1000, "context_remaining": 1000 - total}
     assert conversation(count, sent(chat)) == total
 
-    rows = chat.rows("SELECT role, content, token_count, token_mode FROM messages"
-                     " WHERE session_id = ? ORDER BY id", (chat.session_id,))
+    rows = await chat.rows("SELECT role, content, token_count, token_mode FROM messages"
+                           " WHERE session_id = ? ORDER BY id", (chat.session_id,))
     assert [(r[0], r[1]) for r in rows] == [
         ("user", u1), ("assistant", r1), ("user", u2), ("assistant", r2), ("user", u3),
         ("assistant", r3), ("user", u4), ("assistant", "the end")]
@@ -181,12 +175,12 @@ async def test_history_keeps_an_earlier_user_message_with_the_same_text(chat):
 
 async def test_messages_with_empty_content_are_not_sent(chat):
     await send(chat, "question one", "answer one")
-    execute(chat, "INSERT INTO messages (session_id, role, content, status)"
-                  " VALUES (?, 'assistant', '', 'stopped')", (chat.session_id,))
-    execute(chat, "INSERT INTO messages (session_id, role, content) VALUES (?, 'user', 'two')",
-            (chat.session_id,))
-    execute(chat, "INSERT INTO messages (session_id, role, content, status)"
-                  " VALUES (?, 'assistant', '', 'error')", (chat.session_id,))
+    await chat.api.execute("INSERT INTO messages (session_id, role, content, status)"
+                           " VALUES (?, 'assistant', '', 'stopped')", (chat.session_id,))
+    await chat.api.execute("INSERT INTO messages (session_id, role, content)"
+                           " VALUES (?, 'user', 'two')", (chat.session_id,))
+    await chat.api.execute("INSERT INTO messages (session_id, role, content, status)"
+                           " VALUES (?, 'assistant', '', 'error')", (chat.session_id,))
     stream = await send(chat, "three")
     assert sent(chat) == [{"role": "user", "content": "question one"},
                           {"role": "assistant", "content": "answer one"},
@@ -195,12 +189,11 @@ async def test_messages_with_empty_content_are_not_sent(chat):
 
 
 async def test_at_most_the_50_newest_earlier_messages_are_considered(chat):
-    with closing(sqlite3.connect(chat.api.config.database_path, timeout=5)) as conn:
-        conn.executemany(
+    async with chat.api.db.transaction() as tx:
+        await tx.executemany(
             "INSERT INTO messages (session_id, role, content) VALUES (?, ?, ?)",
             [(chat.session_id, "user" if i % 2 == 0 else "assistant", f"m{i}")
              for i in range(60)])
-        conn.commit()
     stream = await send(chat, "newest")
     expected = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"}
                 for i in range(10, 60)] + [new_turn("newest")]
@@ -217,7 +210,7 @@ async def test_default_limit_then_personal_limit_drive_usage(chat_factory):
     stream = await send(chat, "héllo wörld", "fine thanks")
     assert start_usage(stream)["context_limit"] == 1234
     assert final_usage(stream)["context_limit"] == 1234
-    assert chat.rows("SELECT context_limit FROM usage_metrics") == [(1234,)]
+    assert await chat.rows("SELECT context_limit FROM usage_metrics") == [(1234,)]
     usage = await chat.api.ok("GET", "/api/chat/usage", chat.user,
                               params={"sessionId": str(chat.session_id)})
     assert usage["last_round"]["context_limit"] == 1234
@@ -226,7 +219,7 @@ async def test_default_limit_then_personal_limit_drive_usage(chat_factory):
                                                                   "fine thanks")
     assert usage["current"] == {"prompt_tokens": expected, "context_limit": 1234,
                                 "context_remaining": 1234 - expected}
-    rows = chat.rows("SELECT content, token_count, token_mode FROM messages ORDER BY id")
+    rows = await chat.rows("SELECT content, token_count, token_mode FROM messages ORDER BY id")
     assert rows == [("héllo wörld", heuristic("héllo wörld"), "heuristic"),
                     ("fine thanks", heuristic("fine thanks"), "heuristic")]
 
@@ -236,7 +229,8 @@ async def test_default_limit_then_personal_limit_drive_usage(chat_factory):
     final = final_usage(stream)
     assert final["context_limit"] == 1500
     assert final["context_remaining"] == 1500 - final["prompt_tokens"]
-    assert chat.rows("SELECT context_limit FROM usage_metrics ORDER BY id") == [(1234,), (1500,)]
+    assert await chat.rows("SELECT context_limit FROM usage_metrics ORDER BY id") == [
+        (1234,), (1500,)]
     usage = await chat.api.ok("GET", "/api/chat/usage", chat.user,
                               params={"sessionId": str(chat.session_id)})
     assert usage["last_round"]["context_limit"] == 1500
@@ -257,7 +251,7 @@ async def test_images_follow_the_text_part(chat):
     # Images are not counted and not stored.
     assert start_usage(stream)["prompt_tokens"] == 3 + cost(heuristic, "user",
                                                             "What is in these?")
-    assert chat.rows("SELECT role, content FROM messages ORDER BY id") == [
+    assert await chat.rows("SELECT role, content FROM messages ORDER BY id") == [
         ("user", "What is in these?"), ("assistant", "ok")]
     await send(chat, "and now?")
     assert sent(chat)[0] == {"role": "user", "content": "What is in these?"}
@@ -278,7 +272,7 @@ async def test_model_without_image_support_refuses_images(chat):
     await api.error("POST", "/api/chat/stream", chat.user, 400,
                     "This model does not accept images",
                     json={"sessionId": session["id"], "content": "look", "images": [IMAGE]})
-    assert chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
+    assert await chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
     assert chat.upstream.requests == []
     await send(chat, "text is fine", session_id=session["id"], images=[])
     assert chat.upstream.requests[-1].body["model"] == "text-only"
@@ -306,7 +300,7 @@ async def test_invalid_images_are_refused_before_anything_is_stored(chat, images
     await chat.api.error("POST", "/api/chat/stream", chat.user, 400, field,
                          json={"sessionId": chat.session_id, "content": "look",
                                "images": images})
-    assert chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
+    assert await chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
     assert chat.upstream.requests == []
 
 
@@ -329,11 +323,12 @@ async def test_two_mib_body_on_a_non_chat_route_is_413(chat):
     assert status == 413, (status, body)
     assert body["success"] is False and body["data"] is None
     assert isinstance(body["error"], str) and body["error"]
-    assert chat.rows("SELECT COUNT(*) FROM model_configs WHERE name = 'huge'") == [(0,)]
+    assert await chat.rows("SELECT COUNT(*) FROM model_configs WHERE name = 'huge'") == [(0,)]
 
 
 # --- upgrade from the first schema ---
 
+@pytest.mark.sqlite_only  # an old SQLite file, upgraded in place: PostgreSQL has no such history
 async def test_upgrade_from_the_first_migration_keeps_data(tmp_path, start, upstream):
     only_first = tmp_path / "sql-001"
     only_first.mkdir()
@@ -399,7 +394,7 @@ async def test_upgrade_from_the_first_migration_keeps_data(tmp_path, start, upst
                           {"role": "assistant", "content": "old answer"},
                           new_turn("new question")]
     assert start_usage(stream)["prompt_tokens"] == conversation(heuristic, sent(chat))
-    assert chat.rows("SELECT content, token_count, token_mode FROM messages WHERE id > ?"
-                     " ORDER BY id", (answer,)) == [
+    assert await chat.rows("SELECT content, token_count, token_mode FROM messages WHERE id > ?"
+                           " ORDER BY id", (answer,)) == [
         ("new question", heuristic("new question"), "heuristic"),
         ("new answer", heuristic("new answer"), "heuristic")]

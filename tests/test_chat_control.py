@@ -48,7 +48,7 @@ async def test_stop_endpoint_cancels_upstream_saves_partial_and_ends_stream(chat
     assert reply["id"] == stopped["assistantMessageId"] and reply["status"] == "stopped"
     assert reply["content"] == reader.text().strip() and reply["content"].startswith("w0")
     assert reply["usage"]["completion_tokens"] > 0
-    assert len(chat.rows("SELECT id FROM usage_metrics")) == 1
+    assert len(await chat.rows("SELECT id FROM usage_metrics")) == 1
 
 
 async def test_stop_with_nothing_running_and_ownership(chat):
@@ -81,9 +81,9 @@ async def test_client_disconnect_stops_upstream_within_a_second_and_saves_partia
     await cm.__aexit__(None, None, None)
     await asyncio.wait_for(chat.upstream.requests[0].disconnected.wait(), 1.5)
     await asyncio.wait_for(round_.done.wait(), 5)
-    assert chat.rows("SELECT content, status FROM messages WHERE role = 'assistant'") == [
+    assert await chat.rows("SELECT content, status FROM messages WHERE role = 'assistant'") == [
         ("one two", "stopped")]
-    assert len(chat.rows("SELECT id FROM usage_metrics")) == 1
+    assert len(await chat.rows("SELECT id FROM usage_metrics")) == 1
 
 
 async def test_a_new_round_on_a_busy_session_stops_the_running_one(chat):
@@ -94,7 +94,7 @@ async def test_a_new_round_on_a_busy_session_stops_the_running_one(chat):
     events = await first.rest()
     await cm.__aexit__(None, None, None)
     assert events[-1]["type"] == "stop" and events[-1]["reason"] == "cancelled"
-    rows = chat.rows("SELECT role, content, status FROM messages ORDER BY id")
+    rows = await chat.rows("SELECT role, content, status FROM messages ORDER BY id")
     assert [(r[0], r[2]) for r in rows] == [("user", "complete"), ("assistant", "stopped"),
                                             ("user", "complete"), ("assistant", "complete")]
     # The second round's context holds the first exchange, partial reply included.
@@ -190,7 +190,7 @@ async def test_completion_validation_and_ownership(chat):
                          json=body)
     await chat.api.error("POST", "/api/chat/completion", chat.user, 400, "content",
                          json={"sessionId": chat.session_id, "content": "   "})
-    assert chat.rows("SELECT id FROM messages") == [] and chat.upstream.requests == []
+    assert await chat.rows("SELECT id FROM messages") == [] and chat.upstream.requests == []
 
 
 # --- regenerate ---
@@ -213,8 +213,8 @@ async def test_regenerate_streams_a_new_reply_and_replaces_the_old(chat):
     sent = chat.upstream.requests[1].body["messages"]
     assert sent == [{"role": "user", "content": [{"type": "text", "text": "Question"}]}]
     # Both rounds' usage rows remain; the old one is unlinked.
-    assert len(chat.rows("SELECT id FROM usage_metrics")) == 2
-    assert len(chat.rows("SELECT id FROM usage_metrics WHERE message_id IS NULL")) == 1
+    assert len(await chat.rows("SELECT id FROM usage_metrics")) == 2
+    assert len(await chat.rows("SELECT id FROM usage_metrics WHERE message_id IS NULL")) == 1
 
 
 async def test_failed_regenerate_keeps_the_old_reply(chat):
@@ -263,17 +263,16 @@ async def test_deleting_the_session_mid_stream_saves_nothing(chat):
     events = await reader.rest()
     await cm.__aexit__(None, None, None)
     assert events[-1]["type"] == "stop"
-    assert chat.rows("SELECT id FROM messages") == []
-    assert chat.rows("SELECT id FROM usage_metrics") == []
+    assert await chat.rows("SELECT id FROM messages") == []
+    assert await chat.rows("SELECT id FROM usage_metrics") == []
 
 
 async def test_a_key_that_does_not_decrypt_fails_the_round_cleanly(chat):
     other = await chat.api.ok("POST", "/api/models", chat.user, json={
         "name": "other", "apiUrl": chat.upstream.url, "apiKey": "sk-other"})
-    key = chat.rows("SELECT api_key FROM model_configs WHERE id = ?", (other["id"],))[0][0]
-    import sqlite3
-    with sqlite3.connect(chat.api.config.database_path) as conn:
-        conn.execute("UPDATE model_configs SET api_key = ? WHERE id = ?", (key, chat.model["id"]))
+    [(key,)] = await chat.rows("SELECT api_key FROM model_configs WHERE id = ?", (other["id"],))
+    assert await chat.api.execute("UPDATE model_configs SET api_key = ? WHERE id = ?",
+                                  (key, chat.model["id"])) == 1
     reader = await chat.stream("hello")
     assert reader.types()[-1] == "error" and "decrypt" in reader.events[-1]["error"]
     assert chat.upstream.requests == []

@@ -64,19 +64,19 @@ async def stream_of(chat, content: str = "Hi there", **kwargs: Any) -> SSEStream
     return stream
 
 
-def message_rows(chat, session_id: int | None = None) -> list[tuple]:
-    return chat.rows("SELECT id, role, content, status, reasoning FROM messages"
-                     " WHERE session_id = ? ORDER BY id", (session_id or chat.session_id,))
+async def message_rows(chat, session_id: int | None = None) -> list[tuple]:
+    return await chat.rows("SELECT id, role, content, status, reasoning FROM messages"
+                           " WHERE session_id = ? ORDER BY id", (session_id or chat.session_id,))
 
 
-def usage_rows(chat, session_id: int | None = None) -> list[tuple]:
-    return chat.rows("SELECT message_id, model, provider, prompt_tokens, completion_tokens,"
-                     " total_tokens, context_limit FROM usage_metrics WHERE session_id = ?"
-                     " ORDER BY id", (session_id or chat.session_id,))
+async def usage_rows(chat, session_id: int | None = None) -> list[tuple]:
+    return await chat.rows("SELECT message_id, model, provider, prompt_tokens, completion_tokens,"
+                           " total_tokens, context_limit FROM usage_metrics WHERE session_id = ?"
+                           " ORDER BY id", (session_id or chat.session_id,))
 
 
-def assert_nothing_saved_but_the_user_message(chat, content: str = "Hi there") -> None:
-    rows = message_rows(chat)
+async def assert_nothing_saved_but_the_user_message(chat, content: str = "Hi there") -> None:
+    rows = await message_rows(chat)
     assert [(r[1], r[2]) for r in rows] == [("user", content)], rows
 
 
@@ -106,9 +106,9 @@ async def test_normal_reply_events_headers_and_storage(chat):
         stream = SSEStream(response)
         done = await stream.until("complete")
         # Reply and usage row are committed before the terminal event goes out.
-        assert message_rows(chat)[-1][:4] == (done["assistantMessageId"], "assistant",
-                                              "Hello, world!", "complete")
-        assert usage_rows(chat)[0][0] == done["assistantMessageId"]
+        assert (await message_rows(chat))[-1][:4] == (
+            done["assistantMessageId"], "assistant", "Hello, world!", "complete")
+        assert (await usage_rows(chat))[0][0] == done["assistantMessageId"]
         await stream.rest()
     terminal = check_stream(stream)
     assert stream.types() == ["start", "usage", "content", "content", "content", "content",
@@ -135,8 +135,8 @@ async def test_normal_reply_events_headers_and_storage(chat):
     assert reply["reasoning"] is None
     assert reply["usage"] == {"prompt_tokens": prompt, "completion_tokens": completion,
                               "total_tokens": prompt + completion}
-    assert usage_rows(chat) == [(reply["id"], "fake-model", "127.0.0.1", prompt, completion,
-                                 prompt + completion, 4000)]
+    assert await usage_rows(chat) == [(reply["id"], "fake-model", "127.0.0.1", prompt,
+                                       completion, prompt + completion, 4000)]
 
 
 async def test_events_are_compact_one_line_json(chat):
@@ -267,7 +267,7 @@ async def test_upstream_framing_variants(chat, reply):
     assert stream.text() == "Hello, world!"
     assert stream.types()[-3:] == ["end", "usage", "complete"]
     assert stream.types().count("content") == 4
-    reply_row = message_rows(chat)[1]
+    reply_row = (await message_rows(chat))[1]
     assert reply_row[1:4] == ("assistant", "Hello, world!", "complete")
     assert len(chat.upstream.requests) == 1
 
@@ -330,7 +330,7 @@ async def test_provider_usage_forwarded_as_received_and_stored(chat, reported, s
     reply = (await chat.messages())[1]
     assert reply["usage"] == {"prompt_tokens": prompt, "completion_tokens": completion,
                               "total_tokens": total}
-    assert usage_rows(chat)[0][3:6] == stored
+    assert (await usage_rows(chat))[0][3:6] == stored
 
 
 # --- 5. retries and the fallback ---
@@ -345,7 +345,7 @@ async def test_429_with_retry_after_zero_retries_once(chat_factory):
     first, second = chat.upstream.requests
     assert first.stream and second.stream and second.body == first.body
     assert second.started - first.started < 1.5  # Retry-After: 0, not the 3 s default
-    assert message_rows(chat)[1][2:4] == ("Hello, world!", "complete")
+    assert (await message_rows(chat))[1][2:4] == ("Hello, world!", "complete")
 
 
 async def test_429_without_retry_after_waits_the_rate_limit_wait(chat_factory):
@@ -366,8 +366,8 @@ async def test_500_then_success_retries_after_the_retry_wait(chat_factory):
     assert stream.types()[-3:] == ["end", "usage", "complete"]
     first, second = chat.upstream.requests
     assert second.stream and second.started - first.started >= 0.18
-    assert [r[2:4] for r in message_rows(chat)] == [("Hi there", "complete"),
-                                                     ("Second try", "complete")]
+    assert [r[2:4] for r in await message_rows(chat)] == [("Hi there", "complete"),
+                                                           ("Second try", "complete")]
 
 
 @pytest.mark.parametrize("first, second", [(500, 500), (429, 503), (502, 429)])
@@ -397,7 +397,7 @@ async def test_fallback_stores_provider_usage_of_the_non_streamed_answer(chat):
     stream = await stream_of(chat)
     assert stream.text() == "Fallback"
     assert usages(stream)[-1]["prompt_tokens"] == 21
-    assert usage_rows(chat)[0][3:6] == (21, 4, 25)
+    assert (await usage_rows(chat))[0][3:6] == (21, 4, 25)
 
 
 async def test_400_is_final_but_the_fallback_is_tried_once(chat):
@@ -406,7 +406,7 @@ async def test_400_is_final_but_the_fallback_is_tried_once(chat):
     assert [r.stream for r in chat.upstream.requests] == [True, False]
     assert stream.text() == "Plain answer"
     assert "end" not in stream.types() and stream.types()[-1] == "complete"
-    assert message_rows(chat)[1][2:4] == ("Plain answer", "complete")
+    assert (await message_rows(chat))[1][2:4] == ("Plain answer", "complete")
 
 
 async def test_400_everywhere_gives_one_error_without_retry(chat):
@@ -429,8 +429,8 @@ async def test_every_upstream_path_failing_ends_with_one_error(chat, status):
     assert terminal["type"] == "error" and terminal["assistantMessageId"] is None
     assert terminal["error"].startswith(f"{FAILED}{status}"), terminal
     assert "content" not in stream.types() and "end" not in stream.types()
-    assert_nothing_saved_but_the_user_message(chat)
-    rows = usage_rows(chat)
+    await assert_nothing_saved_but_the_user_message(chat)
+    rows = await usage_rows(chat)
     prompt = 3 + cost("user", "Hi there")
     assert rows == [(None, "fake-model", "127.0.0.1", prompt, 0, prompt, 4000)]
     assert usages(stream)[-1]["prompt_tokens"] == prompt
@@ -457,7 +457,7 @@ async def test_upstream_echo_of_the_key_is_redacted(chat, error_body):
     assert stream.events[-1]["type"] == "error"
     assert error.startswith(FAILED + "401"), error
     assert "SECRET" not in error and "sk-alice" not in error, error
-    assert_nothing_saved_but_the_user_message(chat)
+    await assert_nothing_saved_but_the_user_message(chat)
 
 
 async def test_connection_refused_is_an_error_not_a_crash(chat):
@@ -467,9 +467,9 @@ async def test_connection_refused_is_an_error_not_a_crash(chat):
     assert terminal["type"] == "error" and terminal["assistantMessageId"] is None
     assert isinstance(terminal["error"], str) and terminal["error"]
     assert KEY not in terminal["error"]
-    rows = message_rows(chat, session_id)
+    rows = await message_rows(chat, session_id)
     assert [(r[1], r[2]) for r in rows] == [("user", "Hi there")]
-    assert len(usage_rows(chat, session_id)) == 1
+    assert len(await usage_rows(chat, session_id)) == 1
     # The server is fine: a round on the working model still succeeds.
     again = await stream_of(chat, "Still there?")
     assert again.text() == "Hello, world!"
@@ -546,7 +546,8 @@ async def test_drop_after_content_ends_with_error_and_keeps_the_partial(chat):
     reply = (await chat.messages())[1]
     assert reply["content"] == "Hello," and reply["status"] == "error"
     assert terminal["assistantMessageId"] == reply["id"]
-    assert len(usage_rows(chat)) == 1 and usage_rows(chat)[0][0] == reply["id"]
+    [usage_row] = await usage_rows(chat)
+    assert usage_row[0] == reply["id"]
 
 
 # --- 8. garbage ---
@@ -559,7 +560,7 @@ async def test_garbage_body_goes_to_the_fallback(chat):
     assert len(requests) == 2
     assert stream.text() == "Sane answer"
     assert stream.events[-1]["type"] == "complete"
-    assert message_rows(chat)[1][2:4] == ("Sane answer", "complete")
+    assert (await message_rows(chat))[1][2:4] == ("Sane answer", "complete")
 
 
 async def test_only_junk_lines_go_to_the_fallback(chat):
@@ -581,7 +582,7 @@ async def test_usage_emit_false_sends_no_usage_but_writes_the_row(chat):
     assert stream.types() == ["start", "content", "content", "content", "content", "stop",
                               "end", "complete"]
     reply_id = stream.events[-1]["assistantMessageId"]
-    assert usage_rows(chat) == [(reply_id, "fake-model", "127.0.0.1", 30, 5, 35, 4000)]
+    assert await usage_rows(chat) == [(reply_id, "fake-model", "127.0.0.1", 30, 5, 35, 4000)]
 
     await set_system(chat, usage_emit=True)  # read fresh: the next round emits again
     again = await stream_of(chat, "Again")
@@ -595,7 +596,7 @@ async def test_usage_provider_only_with_provider_usage(chat):
     stream = await stream_of(chat)
     assert usages(stream) == [reported]
     assert stream.types()[1] == "content"
-    assert usage_rows(chat)[0][3:6] == (40, 6, 46)
+    assert (await usage_rows(chat))[0][3:6] == (40, 6, 46)
 
 
 async def test_usage_provider_only_without_provider_usage(chat):
@@ -645,8 +646,8 @@ async def test_long_deltas_are_split_into_small_events(chat, text, path):
 # --- 11. validation before anything is stored ---
 
 async def assert_untouched(chat) -> None:
-    assert chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
-    assert chat.rows("SELECT COUNT(*) FROM usage_metrics") == [(0,)]
+    assert await chat.rows("SELECT COUNT(*) FROM messages") == [(0,)]
+    assert await chat.rows("SELECT COUNT(*) FROM usage_metrics") == [(0,)]
     assert chat.upstream.requests == []
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,15 +48,13 @@ async def daily(chat: Chat, user=None, **params: str) -> dict[str, Any]:
     return await chat.api.ok("GET", "/api/chat/usage/daily", user or chat.user, params=params)
 
 
-def insert_usage(chat: Chat, session_id: int, created_at: str, prompt: int, completion: int,
-                 model: str = "fake-model") -> None:
-    with closing(sqlite3.connect(chat.api.config.database_path, timeout=5)) as conn:
-        conn.execute(
-            "INSERT INTO usage_metrics (session_id, model, provider, prompt_tokens,"
-            " completion_tokens, total_tokens, context_limit, created_at)"
-            " VALUES (?, ?, '127.0.0.1', ?, ?, ?, 4000, ?)",
-            (session_id, model, prompt, completion, prompt + completion, created_at))
-        conn.commit()
+async def insert_usage(chat: Chat, session_id: int, created_at: str, prompt: int,
+                       completion: int, model: str = "fake-model") -> None:
+    await chat.api.execute(
+        "INSERT INTO usage_metrics (session_id, model, provider, prompt_tokens,"
+        " completion_tokens, total_tokens, context_limit, created_at)"
+        " VALUES (?, ?, '127.0.0.1', ?, ?, ?, 4000, ?)",
+        (session_id, model, prompt, completion, prompt + completion, created_at))
 
 
 async def new_session(chat: Chat, user=None, model_id: int | None = None) -> int:
@@ -90,11 +86,11 @@ async def test_provider_usage_is_stored_and_reported(chat):
     final = stream.events[-2]
     assert final == {"type": "usage", "usage": {**PROVIDER_USAGE, "context_limit": 4000,
                                                 "context_remaining": 4000 - 11}}
-    assert chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated, model,"
-                     " provider, context_limit FROM usage_metrics") == [
+    assert await chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated,"
+                           " model, provider, context_limit FROM usage_metrics") == [
         (11, 7, 18, 0, "fake-model", "127.0.0.1", 4000)]
     # A chat row: its session, its user (the session's owner), no key, the round's status.
-    assert chat.rows("SELECT session_id, user_id, api_key_id, status FROM usage_metrics") == [
+    assert await chat.rows("SELECT session_id, user_id, api_key_id, status FROM usage_metrics") == [
         (chat.session_id, chat.user.id, None, "complete")]
     data = await usage_of(chat)
     assert data["totals"] == PROVIDER_USAGE
@@ -102,7 +98,7 @@ async def test_provider_usage_is_stored_and_reported(chat):
     assert TIMESTAMP.match(last["createdAt"]), last
     assert last == {**PROVIDER_USAGE, "context_limit": 4000, "createdAt": last["createdAt"],
                     "model": "fake-model", "provider": "127.0.0.1"}
-    assert chat.rows("SELECT created_at FROM usage_metrics") == [(last["createdAt"],)]
+    assert await chat.rows("SELECT created_at FROM usage_metrics") == [(last["createdAt"],)]
     expected = 3 + cost("user", "Hi there") + cost("assistant", "Hello world")
     assert data["current"] == {"prompt_tokens": expected, "context_limit": 4000,
                                "context_remaining": 4000 - expected}
@@ -115,9 +111,9 @@ async def test_without_provider_usage_the_estimate_is_stored(chat):
     prompt = 3 + cost("user", "Comment ça va ?")
     assert stream.events[1]["usage"]["prompt_tokens"] == prompt
     completion = heuristic(text)
-    assert chat.rows("SELECT content FROM messages WHERE role = 'assistant'") == [(text,)]
-    assert chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated"
-                     " FROM usage_metrics") == [(prompt, completion, prompt + completion, 1)]
+    assert await chat.rows("SELECT content FROM messages WHERE role = 'assistant'") == [(text,)]
+    assert await chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated"
+                           " FROM usage_metrics") == [(prompt, completion, prompt + completion, 1)]
     assert stream.events[-2]["usage"] == {**totals(prompt, completion), "context_limit": 4000,
                                           "context_remaining": 4000 - prompt}
     data = await usage_of(chat)
@@ -139,7 +135,7 @@ async def test_totals_sum_rounds_and_last_round_is_the_newest(chat):
     assert data["last_round"]["prompt_tokens"] == second["prompt_tokens"]
     assert data["last_round"]["completion_tokens"] == second["completion_tokens"]
     # An older row added later is summed but is not the newest round.
-    insert_usage(chat, chat.session_id, "2025-01-01T00:00:00.000Z", 100, 50)
+    await insert_usage(chat, chat.session_id, "2025-01-01T00:00:00.000Z", 100, 50)
     again = await usage_of(chat)
     assert again["totals"] == totals(data["totals"]["prompt_tokens"] + 100,
                                      data["totals"]["completion_tokens"] + 50)
@@ -183,9 +179,9 @@ async def test_sessions_usage_lists_only_own_sessions_with_rows(chat):
     second = await new_session(chat)
     await new_session(chat)  # no usage: not listed
     await round_(chat, "hello", Reply(tokens=["hi"], usage=PROVIDER_USAGE))
-    insert_usage(chat, chat.session_id, "2025-01-01T10:00:00.000Z", 1, 2)
-    insert_usage(chat, second, "2025-01-01T10:00:00.000Z", 30, 40)
-    insert_usage(chat, bobs, "2025-01-01T10:00:00.000Z", 500, 500)
+    await insert_usage(chat, chat.session_id, "2025-01-01T10:00:00.000Z", 1, 2)
+    await insert_usage(chat, second, "2025-01-01T10:00:00.000Z", 30, 40)
+    await insert_usage(chat, bobs, "2025-01-01T10:00:00.000Z", 500, 500)
 
     data = await chat.api.ok("GET", "/api/chat/sessions/usage", chat.user)
     assert sorted(data, key=lambda r: r["sessionId"]) == [
@@ -200,13 +196,13 @@ async def test_sessions_usage_lists_only_own_sessions_with_rows(chat):
 
 async def test_daily_groups_by_utc_day_with_whole_day_bounds(chat):
     sid = chat.session_id
-    insert_usage(chat, sid, "2024-12-31T23:59:59.999Z", 1000, 1000)
-    insert_usage(chat, sid, "2025-01-01T00:00:00.000Z", 1, 2)
-    insert_usage(chat, sid, "2025-01-01T12:00:00.000Z", 10, 20)
-    insert_usage(chat, sid, "2025-01-01T23:59:59.999Z", 100, 200)
-    insert_usage(chat, sid, "2025-01-02T00:00:00.000Z", 3, 4)
-    insert_usage(chat, sid, "2025-01-02T23:59:59.999Z", 5, 6)
-    insert_usage(chat, sid, "2025-01-03T00:00:00.000Z", 2000, 2000)
+    await insert_usage(chat, sid, "2024-12-31T23:59:59.999Z", 1000, 1000)
+    await insert_usage(chat, sid, "2025-01-01T00:00:00.000Z", 1, 2)
+    await insert_usage(chat, sid, "2025-01-01T12:00:00.000Z", 10, 20)
+    await insert_usage(chat, sid, "2025-01-01T23:59:59.999Z", 100, 200)
+    await insert_usage(chat, sid, "2025-01-02T00:00:00.000Z", 3, 4)
+    await insert_usage(chat, sid, "2025-01-02T23:59:59.999Z", 5, 6)
+    await insert_usage(chat, sid, "2025-01-03T00:00:00.000Z", 2000, 2000)
 
     data = await daily(chat, **{"from": "2025-01-01", "to": "2025-01-02"})
     assert data == {"from": "2025-01-01T00:00:00.000Z", "to": "2025-01-02T23:59:59.999Z",
@@ -233,8 +229,8 @@ async def test_daily_groups_by_utc_day_with_whole_day_bounds(chat):
 
 async def test_daily_defaults_and_today(chat):
     await round_(chat, "today", Reply(tokens=["yes"], usage=PROVIDER_USAGE))
-    insert_usage(chat, chat.session_id, "2025-01-01T08:00:00.000Z", 1, 1)
-    [(created,)] = chat.rows("SELECT created_at FROM usage_metrics WHERE prompt_tokens = 11")
+    await insert_usage(chat, chat.session_id, "2025-01-01T08:00:00.000Z", 1, 1)
+    [(created,)] = await chat.rows("SELECT created_at FROM usage_metrics WHERE prompt_tokens = 11")
     today = created[:10]
 
     before = datetime.now(UTC)
@@ -274,10 +270,10 @@ async def test_daily_invalid_range(chat, params):
 async def test_daily_session_filter_and_ownership(chat):
     bob, bobs = await bob_with_session(chat)
     second = await new_session(chat)
-    insert_usage(chat, chat.session_id, "2025-01-01T10:00:00.000Z", 1, 2)
-    insert_usage(chat, second, "2025-01-01T11:00:00.000Z", 10, 20)
-    insert_usage(chat, second, "2025-01-02T11:00:00.000Z", 100, 200)
-    insert_usage(chat, bobs, "2025-01-01T12:00:00.000Z", 1000, 2000)
+    await insert_usage(chat, chat.session_id, "2025-01-01T10:00:00.000Z", 1, 2)
+    await insert_usage(chat, second, "2025-01-01T11:00:00.000Z", 10, 20)
+    await insert_usage(chat, second, "2025-01-02T11:00:00.000Z", 100, 200)
+    await insert_usage(chat, bobs, "2025-01-01T12:00:00.000Z", 1000, 2000)
     span = {"from": "2025-01-01", "to": "2025-01-31"}
 
     assert (await daily(chat, **span))["rows"] == [{"date": "2025-01-01", **totals(11, 22)},

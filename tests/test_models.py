@@ -6,8 +6,6 @@ import base64
 import json
 import logging
 import re
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -41,17 +39,16 @@ async def new_session(api, user, model_id: int) -> dict:
     return await api.ok("POST", "/api/sessions", user, json={"modelConfigId": model_id})
 
 
-def query(api, sql: str, params: tuple = ()) -> list[tuple]:
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        return conn.execute(sql, params).fetchall()
+async def query(api, sql: str, params: tuple = ()) -> list[tuple]:
+    return await api.rows(sql, params)
 
 
-def models_table(api) -> list[tuple]:
-    return query(api, "SELECT * FROM model_configs ORDER BY id")
+async def models_table(api) -> list[tuple]:
+    return await query(api, "SELECT * FROM model_configs ORDER BY id")
 
 
-def stored_key(api, model_id: int) -> str:
-    return query(api, "SELECT api_key FROM model_configs WHERE id = ?", (model_id,))[0][0]
+async def stored_key(api, model_id: int) -> str:
+    return (await query(api, "SELECT api_key FROM model_configs WHERE id = ?", (model_id,)))[0][0]
 
 
 def assert_model(model: dict, *, user_id, name: str, api_url: str = URL,
@@ -80,23 +77,23 @@ SYSTEM_ROUTES = [r for r in ROUTES if "/system" in r[1]]
 @pytest.mark.parametrize("method, path, body", ROUTES)
 async def test_model_routes_need_a_token(api, method, path, body):
     await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     await api.error(method, path, None, 401, "Missing or invalid authorization header", json=body)
     await api.error(method, path, None, 401, "Invalid or expired token", json=body,
                     headers={"Authorization": "Bearer not-a-jwt"})
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 @pytest.mark.parametrize("method, path, body", SYSTEM_ROUTES)
 async def test_system_routes_are_admin_only(api, method, path, body):
     bob = await api.register("bob")
     await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     await api.error(method, path, bob, 403, "Admin access required", json=body)
     # 403 comes before validation (docs/api.md §1, check order).
     bad_path = path.replace("/1", "/abc")
     await api.error(method, bad_path, bob, 403, "Admin access required", json={"name": ""})
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 # --- personal models: create, read, list ---
@@ -113,9 +110,9 @@ async def test_create_personal_model_returns_the_model_without_its_key(api):
     assert_model(images, user_id=bob.id, name="vision", images=True)
     plain = await create(api, bob, "plain", supportsImages=False)
     assert plain["supportsImages"] is False
-    assert query(api, "SELECT user_id, name, api_url, supports_images FROM model_configs"
-                      " ORDER BY id") == [(bob.id, "gpt-4o", URL, 0), (bob.id, "vision", URL, 1),
-                                          (bob.id, "plain", URL, 0)]
+    assert await query(api, "SELECT user_id, name, api_url, supports_images"
+                            " FROM model_configs ORDER BY id") == [
+        (bob.id, "gpt-4o", URL, 0), (bob.id, "vision", URL, 1), (bob.id, "plain", URL, 0)]
 
 
 async def test_create_ignores_unknown_keys_and_a_forged_owner(api):
@@ -123,7 +120,7 @@ async def test_create_ignores_unknown_keys_and_a_forged_owner(api):
     carol = await api.register("carol")
     model = await create(api, bob, userId=None, id=777, user_id=carol.id, extra={"a": 1})
     assert model["userId"] == bob.id and model["id"] != 777
-    assert query(api, "SELECT user_id FROM model_configs") == [(bob.id,)]
+    assert await query(api, "SELECT user_id FROM model_configs") == [(bob.id,)]
 
 
 async def test_boundary_values_are_accepted(api):
@@ -166,10 +163,8 @@ async def test_list_orders_by_creation_time_not_by_id(api):
     bob = await api.register("bob")
     first = await create(api, bob, "first")
     second = await create(api, bob, "second")
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        conn.execute("UPDATE model_configs SET created_at = '2999-01-01T00:00:00.000Z'"
-                     " WHERE id = ?", (first["id"],))
-        conn.commit()
+    await api.execute("UPDATE model_configs SET created_at = '2999-01-01T00:00:00.000Z'"
+                      " WHERE id = ?", (first["id"],))
     names = [m["name"] for m in (await api.ok("GET", "/api/models", bob))["personal"]]
     assert names == ["first", "second"]
     assert second["id"] > first["id"]
@@ -196,7 +191,7 @@ async def test_bad_path_ids_are_400(api, bad_id):
     bob = await api.register("bob")
     await create(api, bob)
     await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("GET", f"/api/models/{bad_id}", bob, 400, "Invalid model ID")
     await api.error("PUT", f"/api/models/{bad_id}", bob, 400, "Invalid model ID",
                     json={"name": "renamed"})
@@ -204,7 +199,7 @@ async def test_bad_path_ids_are_400(api, bad_id):
     await api.error("PUT", f"/api/models/system/{bad_id}", "admin", 400, "Invalid model ID",
                     json={"name": "renamed"})
     await api.error("DELETE", f"/api/models/system/{bad_id}", "admin", 400, "Invalid model ID")
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 # --- validation ---
@@ -249,22 +244,22 @@ def without(body: dict, change: dict) -> dict:
 async def test_create_validation_names_the_field_and_writes_nothing(api, change, field):
     bob = await api.register("bob")
     await create(api, bob, "existing")
-    before = models_table(api)
+    before = await models_table(api)
     body = without(model_body("new-model"), change)
     await api.error("POST", "/api/models", bob, 400, field, json=body)
     await api.error("POST", "/api/models/system", "admin", 400, field, json=body)
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 @pytest.mark.parametrize("bad_url", BAD_URLS + BAD_URL_TYPES)
 async def test_create_rejects_bad_api_urls(api, bad_url):
     bob = await api.register("bob")
-    before = models_table(api)
+    before = await models_table(api)
     assert_url_error(await api.error("POST", "/api/models", bob, 400,
                                      json=model_body(apiUrl=bad_url)))
     assert_url_error(await api.error("POST", "/api/models/system", "admin", 400,
                                      json=model_body(apiUrl=bad_url)))
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 @pytest.mark.parametrize("change, field", [c for c in BAD_FIELDS if None not in c[0].values()])
@@ -272,7 +267,7 @@ async def test_update_validation_names_the_field_and_changes_nothing(api, change
     bob = await api.register("bob")
     model = await create(api, bob)
     system = await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("PUT", f"/api/models/{model['id']}", bob, 400, field, json=change)
     await api.error("PUT", f"/api/models/{model['id']}", bob, 400, field,
                     json={"name": "renamed", "supportsImages": True, **change})
@@ -280,7 +275,7 @@ async def test_update_validation_names_the_field_and_changes_nothing(api, change
                     json={"name": "renamed", **change})
     # Validation comes before existence (docs/api.md §1, check order).
     await api.error("PUT", "/api/models/9999", bob, 400, field, json=change)
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 @pytest.mark.parametrize("bad_url", BAD_URLS + BAD_URL_TYPES)
@@ -288,12 +283,12 @@ async def test_update_rejects_bad_api_urls(api, bad_url):
     bob = await api.register("bob")
     model = await create(api, bob)
     system = await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     assert_url_error(await api.error("PUT", f"/api/models/{model['id']}", bob, 400,
                                      json={"apiUrl": bad_url, "name": "renamed"}))
     assert_url_error(await api.error("PUT", f"/api/models/system/{system['id']}", "admin", 400,
                                      json={"apiUrl": bad_url}))
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 MALFORMED = [b"{bad json", b"", b"[]", b"[1, 2]", b"null", b'"text"', b"42", b"true",
@@ -306,14 +301,14 @@ async def test_malformed_json_is_400_invalid_json_body(api, raw):
     bob = await api.register("bob")
     model = await create(api, bob)
     system = await create_system(api)
-    before = models_table(api)
+    before = await models_table(api)
     headers = {"Content-Type": "application/json"}
     for user, method, path in [(bob, "POST", "/api/models"),
                                (bob, "PUT", f"/api/models/{model['id']}"),
                                ("admin", "POST", "/api/models/system"),
                                ("admin", "PUT", f"/api/models/system/{system['id']}")]:
         await api.error(method, path, user, 400, "Invalid JSON body", data=raw, headers=headers)
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 # --- names ---
@@ -322,10 +317,10 @@ async def test_duplicate_names(api):
     bob = await api.register("bob")
     carol = await api.register("carol")
     await create(api, bob, "gpt-4o")
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("POST", "/api/models", bob, 409, "Model name already exists",
                     json=model_body("gpt-4o", apiKey="other"))
-    assert models_table(api) == before
+    assert await models_table(api) == before
     # Another user may use the same name; so may a system model and the admin's own models.
     carols = await create(api, carol, "gpt-4o")
     system = await create_system(api, "gpt-4o")
@@ -335,10 +330,10 @@ async def test_duplicate_names(api):
     # A personal model may share a system model's name the other way round too.
     await create_system(api, "shared")
     await create(api, bob, "shared")
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("POST", "/api/models/system", "admin", 409,
                     "System model name already exists", json=model_body("gpt-4o"))
-    assert models_table(api) == before
+    assert await models_table(api) == before
     data = await api.ok("GET", "/api/models", bob)
     assert [m["name"] for m in data["personal"]] == ["shared", "gpt-4o"]
     assert [m["name"] for m in data["system"]] == ["shared", "gpt-4o"]
@@ -350,12 +345,12 @@ async def test_rename_clashes(api):
     two = await create(api, bob, "two")
     await create_system(api, "sys-a")
     sys_b = await create_system(api, "sys-b")
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("PUT", f"/api/models/{two['id']}", bob, 409, "Model name already exists",
                     json={"name": "one", "apiKey": "new-key"})
     await api.error("PUT", f"/api/models/system/{sys_b['id']}", "admin", 409,
                     "System model name already exists", json={"name": "sys-a"})
-    assert models_table(api) == before
+    assert await models_table(api) == before
     # Keeping one's own name, or taking a system model's name, is no clash.
     same = await api.ok("PUT", f"/api/models/{one['id']}", bob, json={"name": "one"})
     assert same["name"] == "one"
@@ -373,27 +368,27 @@ async def test_rename_clashes(api):
 async def test_update_is_partial_and_keeps_the_key_unless_given(api):
     bob = await api.register("bob")
     model = await create(api, bob, "orig", supportsImages=True)
-    cipher_before = stored_key(api, model["id"])
+    cipher_before = await stored_key(api, model["id"])
 
     renamed = await api.ok("PUT", f"/api/models/{model['id']}", bob, json={"name": "renamed"})
     assert renamed == {**model, "name": "renamed"}
-    assert stored_key(api, model["id"]) == cipher_before
+    assert await stored_key(api, model["id"]) == cipher_before
 
     moved = await api.ok("PUT", f"/api/models/{model['id']}", bob,
                          json={"apiUrl": "http://localhost:8080/chat", "supportsImages": False})
     assert moved == {**model, "name": "renamed", "apiUrl": "http://localhost:8080/chat",
                      "supportsImages": False}
-    assert stored_key(api, model["id"]) == cipher_before
+    assert await stored_key(api, model["id"]) == cipher_before
 
     unchanged = await api.ok("PUT", f"/api/models/{model['id']}", bob, json={})
     assert unchanged == moved
-    assert stored_key(api, model["id"]) == cipher_before
+    assert await stored_key(api, model["id"]) == cipher_before
     db, cipher = api.client.app[db_key], api.client.app[cipher_key]
     assert (await upstream(db, cipher, model["id"]))["api_key"] == KEY
 
     rekeyed = await api.ok("PUT", f"/api/models/{model['id']}", bob, json={"apiKey": KEY2})
     assert rekeyed == moved and rekeyed["apiKey"] == ""
-    cipher_after = stored_key(api, model["id"])
+    cipher_after = await stored_key(api, model["id"])
     assert cipher_after != cipher_before and cipher_after.startswith("v1:")
     assert (await upstream(db, cipher, model["id"]))["api_key"] == KEY2
     assert await api.ok("GET", f"/api/models/{model['id']}", bob) == rekeyed
@@ -402,14 +397,14 @@ async def test_update_is_partial_and_keeps_the_key_unless_given(api):
 async def test_update_system_model(api):
     bob = await api.register("bob")
     system = await create_system(api, "sys")
-    cipher_before = stored_key(api, system["id"])
+    cipher_before = await stored_key(api, system["id"])
     updated = await api.ok("PUT", f"/api/models/system/{system['id']}", "admin",
                            json={"name": "sys2", "supportsImages": True})
     assert updated == {**system, "name": "sys2", "supportsImages": True}
-    assert stored_key(api, system["id"]) == cipher_before
+    assert await stored_key(api, system["id"]) == cipher_before
     assert await api.ok("GET", f"/api/models/{system['id']}", bob) == updated
     await api.ok("PUT", f"/api/models/system/{system['id']}", "admin", json={"apiKey": KEY2})
-    assert stored_key(api, system["id"]) != cipher_before
+    assert await stored_key(api, system["id"]) != cipher_before
 
 
 async def test_unknown_ids_are_404(api):
@@ -424,20 +419,20 @@ async def test_another_users_model_is_not_found(api):
     bob = await api.register("bob")
     carol = await api.register("carol")
     theirs = await create(api, carol, "carols")
-    before = models_table(api)
+    before = await models_table(api)
     for user in (bob, "admin"):
         await api.error("GET", f"/api/models/{theirs['id']}", user, 404, NOT_FOUND)
         await api.error("PUT", f"/api/models/{theirs['id']}", user, 404, NOT_FOUND,
                         json={"name": "stolen", "apiKey": "attacker-key"})
         await api.error("DELETE", f"/api/models/{theirs['id']}", user, 404, NOT_FOUND)
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 async def test_system_models_change_only_through_the_system_routes(api):
     bob = await api.register("bob")
     system = await create_system(api)
     personal = await create(api, bob)
-    before = models_table(api)
+    before = await models_table(api)
     for user in (bob, "admin"):
         await api.error("PUT", f"/api/models/{system['id']}", user, 404, NOT_FOUND,
                         json={"name": "hijacked"})
@@ -446,7 +441,7 @@ async def test_system_models_change_only_through_the_system_routes(api):
     await api.error("PUT", f"/api/models/system/{personal['id']}", "admin", 404, NOT_FOUND,
                     json={"name": "hijacked"})
     await api.error("DELETE", f"/api/models/system/{personal['id']}", "admin", 404, NOT_FOUND)
-    assert models_table(api) == before
+    assert await models_table(api) == before
 
 
 # --- delete ---
@@ -459,7 +454,7 @@ async def test_delete_personal_model(api):
     await api.error("GET", f"/api/models/{gone['id']}", bob, 404, NOT_FOUND)
     await api.error("DELETE", f"/api/models/{gone['id']}", bob, 404, NOT_FOUND)
     assert (await api.ok("GET", "/api/models", bob))["personal"] == [keep]
-    assert query(api, "SELECT id FROM model_configs") == [(keep["id"],)]
+    assert await query(api, "SELECT id FROM model_configs") == [(keep["id"],)]
     # The name is free again.
     await create(api, bob, "gone")
 
@@ -468,18 +463,18 @@ async def test_a_model_in_use_cannot_be_deleted(api):
     bob = await api.register("bob")
     model = await create(api, bob)
     first = await new_session(api, bob, model["id"])
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("DELETE", f"/api/models/{model['id']}", bob, 400,
                     "Cannot delete model: 1 chat sessions are using this model")
     second = await new_session(api, bob, model["id"])
     await api.error("DELETE", f"/api/models/{model['id']}", bob, 400,
                     "Cannot delete model: 2 chat sessions are using this model")
-    assert models_table(api) == before
+    assert await models_table(api) == before
     assert await api.ok("GET", f"/api/models/{model['id']}", bob) == model
     for session in (first, second):
         await api.ok("DELETE", f"/api/sessions/{session['id']}", bob)
     await api.ok("DELETE", f"/api/models/{model['id']}", bob)
-    assert models_table(api) == []
+    assert await models_table(api) == []
 
 
 async def test_delete_system_model(api):
@@ -489,10 +484,10 @@ async def test_delete_system_model(api):
     unused = await create_system(api, "unused")
     await new_session(api, bob, used["id"])
     await new_session(api, carol, used["id"])
-    before = models_table(api)
+    before = await models_table(api)
     await api.error("DELETE", f"/api/models/system/{used['id']}", "admin", 400,
                     "Cannot delete model: 2 chat sessions are using this model")
-    assert models_table(api) == before
+    assert await models_table(api) == before
     assert await api.ok("DELETE", f"/api/models/system/{unused['id']}", "admin") is None
     await api.error("DELETE", f"/api/models/system/{unused['id']}", "admin", 404, NOT_FOUND)
     assert (await api.ok("GET", "/api/models", bob))["system"] == [used]
@@ -520,11 +515,21 @@ async def test_system_list_has_session_counts(api):
 
 # --- key secrecy ---
 
-def raw_database_bytes(api) -> bytes:
-    db_path = Path(api.config.database_path)
-    files = [db_path, Path(f"{db_path}-wal")]
-    assert db_path.exists()
-    return b"".join(p.read_bytes() for p in files if p.exists())
+async def raw_database_bytes(api) -> bytes:
+    """Everything the store holds. SQLite: the database file and its WAL, byte for byte.
+    PostgreSQL (no file of its own to read): every row of every table, as text."""
+    if api.db.dialect == "sqlite":
+        db_path = Path(api.config.database_path)
+        files = [db_path, Path(f"{db_path}-wal")]
+        assert db_path.exists()
+        return b"".join(p.read_bytes() for p in files if p.exists())
+    tables = [t for (t,) in await api.rows(
+        "SELECT table_name FROM information_schema.tables"
+        " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        " ORDER BY table_name")]
+    assert "model_configs" in tables
+    rows = [row for t in tables for (row,) in await api.rows(f"SELECT t::text FROM {t} t")]
+    return "\n".join(rows).encode()
 
 
 async def test_keys_are_stored_encrypted_never_in_plaintext(api):
@@ -534,20 +539,21 @@ async def test_keys_are_stored_encrypted_never_in_plaintext(api):
     system = await create_system(api, "sys", apiKey=KEY2)
     updated_key = "sk-test-PLAINTEXT-UPDATED-555555"
     await api.ok("PUT", f"/api/models/{first['id']}", bob, json={"apiKey": updated_key})
-    raw = raw_database_bytes(api)
+    raw = await raw_database_bytes(api)
     for secret in (KEY, KEY2, updated_key):
         assert secret.encode() not in raw, secret
         assert secret.encode("utf-16-le") not in raw, secret
         assert secret.encode("utf-16-be") not in raw, secret
-    stored = {mid: stored_key(api, mid) for mid in (first["id"], twin["id"], system["id"])}
+    stored = {mid: await stored_key(api, mid) for mid in (first["id"], twin["id"], system["id"])}
     for value in stored.values():
         assert value.startswith("v1:"), value
         blob = base64.b64decode(value[3:], validate=True)
         assert len(blob) >= 12 + 16 + len(KEY)
+        assert value.encode() in raw  # what was searched does hold the stored keys
     assert stored[first["id"]] != stored[twin["id"]]
     twin_again = await create(api, bob, "twin-again")
-    assert stored_key(api, twin_again["id"]) != stored[twin["id"]]
-    assert KEY.encode() not in raw_database_bytes(api)
+    assert await stored_key(api, twin_again["id"]) != stored[twin["id"]]
+    assert KEY.encode() not in await raw_database_bytes(api)
     db, cipher = api.client.app[db_key], api.client.app[cipher_key]
     assert (await upstream(db, cipher, first["id"]))["api_key"] == updated_key
     assert (await upstream(db, cipher, twin["id"]))["api_key"] == KEY
@@ -598,12 +604,10 @@ async def test_a_ciphertext_copied_to_another_row_does_not_decrypt(api):
     b = await create(api, bob, "b", apiKey=KEY2)
     db, cipher = api.client.app[db_key], api.client.app[cipher_key]
     assert (await upstream(db, cipher, b["id"]))["api_key"] == KEY2
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        conn.execute("UPDATE model_configs SET api_key ="
-                     " (SELECT api_key FROM model_configs WHERE id = ?) WHERE id = ?",
-                     (a["id"], b["id"]))
-        conn.commit()
-    assert stored_key(api, a["id"]) == stored_key(api, b["id"])
+    await api.execute("UPDATE model_configs SET api_key ="
+                      " (SELECT api_key FROM model_configs WHERE id = ?) WHERE id = ?",
+                      (a["id"], b["id"]))
+    assert await stored_key(api, a["id"]) == await stored_key(api, b["id"])
     with pytest.raises(DecryptError):
         await upstream(db, cipher, b["id"])
     row = await upstream(db, cipher, a["id"])

@@ -3,8 +3,6 @@ a token, and leaves the owner's data exactly as it was."""
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 
 import pytest
@@ -45,9 +43,8 @@ async def build(api) -> World:
     return World(model["id"], session["id"], system["id"])
 
 
-def dump(api) -> dict[str, list[tuple]]:
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
+async def dump(api) -> dict[str, list[tuple]]:
+    return {t: await api.rows(f"SELECT * FROM {t} ORDER BY 1") for t in TABLES}
 
 
 async def owner_view(api, w: World) -> tuple:
@@ -102,7 +99,7 @@ def fill(path: str, w: World) -> str:
 @pytest.mark.parametrize("method, path, body, message", ROUTES, ids=[ids(r) for r in ROUTES])
 async def test_another_user_gets_404_and_changes_nothing(api, actor, method, path, body, message):
     w = await build(api)
-    before_db, before_view = dump(api), await owner_view(api, w)
+    before_db, before_view = await dump(api), await owner_view(api, w)
     payload = None if body is None else body(w)
     status, answer = await api.call(method, fill(path, w), actor, json=payload)
     assert status == 404, (status, answer)
@@ -111,7 +108,7 @@ async def test_another_user_gets_404_and_changes_nothing(api, actor, method, pat
     nobody = World(999999, 999999, 999999)
     missing = None if body is None else body(nobody)
     assert await api.call(method, fill(path, nobody), actor, json=missing) == (status, answer)
-    assert dump(api) == before_db
+    assert await dump(api) == before_db
     assert await owner_view(api, w) == before_view
 
 
@@ -120,11 +117,11 @@ async def test_another_user_gets_404_and_changes_nothing(api, actor, method, pat
 async def test_models_change_only_through_their_own_routes(api, actor, method, path, body,
                                                           message):
     w = await build(api)
-    before_db, before_view = dump(api), await owner_view(api, w)
+    before_db, before_view = await dump(api), await owner_view(api, w)
     system_before = await api.ok("GET", f"/api/models/{w.system}", "bob")
     payload = None if body is None else body(w)
     await api.error(method, fill(path, w), actor, 404, message, json=payload)
-    assert dump(api) == before_db
+    assert await dump(api) == before_db
     assert await owner_view(api, w) == before_view
     assert await api.ok("GET", f"/api/models/{w.system}", "bob") == system_before
 
@@ -143,13 +140,14 @@ async def test_the_owner_still_can_do_everything_afterwards(api):
     await api.ok("DELETE", f"/api/sessions/{w.session}/messages", "alice")
     await api.ok("DELETE", f"/api/sessions/{w.session}", "alice")
     await api.ok("DELETE", f"/api/models/{w.model}", "alice")
-    assert dump(api)["chat_sessions"] == [] and len(dump(api)["model_configs"]) == 1
+    after = await dump(api)
+    assert after["chat_sessions"] == [] and len(after["model_configs"]) == 1
 
 
 @pytest.mark.parametrize("method, path, body, message", ROUTES, ids=[ids(r) for r in ROUTES])
 async def test_every_route_needs_a_token(api, method, path, body, message):
     w = await build(api)
-    before = dump(api)
+    before = await dump(api)
     payload = None if body is None else body(w)
     await api.error(method, fill(path, w), None, 401, "Missing or invalid authorization header",
                     json=payload)
@@ -157,4 +155,4 @@ async def test_every_route_needs_a_token(api, method, path, body, message):
                     json=payload, headers={"Authorization": "Token abc"})
     await api.error(method, fill(path, w), None, 401, "Invalid or expired token",
                     json=payload, headers={"Authorization": "Bearer abc.def.ghi"})
-    assert dump(api) == before
+    assert await dump(api) == before

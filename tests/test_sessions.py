@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-
 import re
-import sqlite3
-from contextlib import closing
 
 import pytest
 
@@ -65,19 +62,16 @@ async def add_usage(api, session_id: int, message_id: int | None, prompt: int = 
             (session_id, message_id, model, prompt, completion, total))
 
 
-def query(api, sql: str, params: tuple = ()) -> list[tuple]:
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        return conn.execute(sql, params).fetchall()
+async def query(api, sql: str, params: tuple = ()) -> list[tuple]:
+    return await api.rows(sql, params)
 
 
-def execute(api, sql: str, params: tuple = ()) -> None:
-    with closing(sqlite3.connect(api.config.database_path)) as conn:
-        conn.execute(sql, params)
-        conn.commit()
+async def execute(api, sql: str, params: tuple = ()) -> None:
+    await api.execute(sql, params)
 
 
-def sessions_table(api) -> list[tuple]:
-    return query(api, "SELECT * FROM chat_sessions ORDER BY id")
+async def sessions_table(api) -> list[tuple]:
+    return await query(api, "SELECT * FROM chat_sessions ORDER BY id")
 
 
 def assert_summary(session: dict, *, user_id: int, model: dict, title: str,
@@ -119,11 +113,12 @@ async def test_session_routes_need_a_token(api, method, path, body):
     model = await create_model(api, "admin")
     session = await create_session(api, "admin", model["id"])
     await seed(api, session["id"], ("user", "hi"))
-    before = sessions_table(api), query(api, "SELECT * FROM messages")
+    before = await sessions_table(api), await query(api, "SELECT * FROM messages ORDER BY id")
     await api.error(method, path, None, 401, "Missing or invalid authorization header", json=body)
     await api.error(method, path, None, 401, "Invalid or expired token", json=body,
                     headers={"Authorization": "Bearer x.y.z"})
-    assert (sessions_table(api), query(api, "SELECT * FROM messages")) == before
+    assert (await sessions_table(api),
+            await query(api, "SELECT * FROM messages ORDER BY id")) == before
 
 
 # --- create ---
@@ -137,7 +132,8 @@ async def test_create_session_with_own_model_defaults_the_title(api):
     assert_summary(titled, user_id=bob.id, model=model, title="新的对话")
     longest = await create_session(api, bob, model["id"], "t" * 200)
     assert longest["title"] == "t" * 200
-    assert query(api, "SELECT user_id, model_config_id, title FROM chat_sessions ORDER BY id") == [
+    assert await query(api, "SELECT user_id, model_config_id, title FROM chat_sessions"
+                            " ORDER BY id") == [
         (bob.id, model["id"], "New Chat"), (bob.id, model["id"], "新的对话"),
         (bob.id, model["id"], "t" * 200)]
 
@@ -168,7 +164,7 @@ async def test_model_config_id_must_be_a_positive_json_integer(api, value):
     assert model["id"] == 1  # so "1", 1.0 and True would name a real model if accepted
     body = {"title": "x"} if value is None else {"modelConfigId": value, "title": "x"}
     await api.error("POST", "/api/sessions", bob, 400, "modelConfigId", json=body)
-    assert sessions_table(api) == []
+    assert await sessions_table(api) == []
 
 
 async def test_create_session_needs_a_visible_model(api):
@@ -181,7 +177,7 @@ async def test_create_session_needs_a_visible_model(api):
     # An admin cannot use another user's personal model either.
     await api.error("POST", "/api/sessions", "admin", 404, MODEL_NOT_FOUND,
                     json={"modelConfigId": carols["id"]})
-    assert sessions_table(api) == []
+    assert await sessions_table(api) == []
 
 
 @pytest.mark.parametrize("title", ["", "   ", "\n\t", "x" * 201, 5, ["t"], True, {"t": 1}])
@@ -193,7 +189,7 @@ async def test_create_session_title_rules(api, title):
     # Validation comes before existence (docs/api.md §1, check order).
     await api.error("POST", "/api/sessions", bob, 400, "title",
                     json={"modelConfigId": 9999, "title": title})
-    assert sessions_table(api) == []
+    assert await sessions_table(api) == []
 
 
 @pytest.mark.parametrize("raw", [b"{oops", b"", b"[]", b"null", b"7", b'"s"',
@@ -203,7 +199,7 @@ async def test_create_session_malformed_json(api, raw):
     await create_model(api, bob)
     await api.error("POST", "/api/sessions", bob, 400, "Invalid JSON body", data=raw,
                     headers={"Content-Type": "application/json"})
-    assert sessions_table(api) == []
+    assert await sessions_table(api) == []
 
 
 # --- list ---
@@ -247,8 +243,8 @@ async def test_list_sessions_orders_by_creation_time_and_counts_messages(api):
     old = await create_session(api, bob, model["id"], "old")
     new = await create_session(api, bob, model["id"], "new")
     await seed(api, old["id"], ("user", "a"), ("assistant", "b"), ("user", "c"))
-    execute(api, "UPDATE chat_sessions SET created_at = '2001-01-01T00:00:00.000Z' WHERE id = ?",
-            (new["id"],))
+    await execute(api, "UPDATE chat_sessions SET created_at = '2001-01-01T00:00:00.000Z'"
+                       " WHERE id = ?", (new["id"],))
     sessions = (await api.ok("GET", "/api/sessions", bob))["sessions"]
     assert [s["title"] for s in sessions] == ["old", "new"]
     assert [s["_count"]["messages"] for s in sessions] == [3, 0]
@@ -329,7 +325,7 @@ async def test_rename_session_validation(api, body):
     session = await create_session(api, bob, model["id"], "Keep")
     await api.error("PUT", f"/api/sessions/{session['id']}", bob, 400, "title", json=body)
     await api.error("PUT", "/api/sessions/9999", bob, 400, "title", json=body)
-    assert query(api, "SELECT title FROM chat_sessions") == [("Keep",)]
+    assert await query(api, "SELECT title FROM chat_sessions") == [("Keep",)]
 
 
 async def test_rename_session_errors(api):
@@ -342,7 +338,7 @@ async def test_rename_session_errors(api):
                     data=b'["title"]', headers={"Content-Type": "application/json"})
     await api.error("PUT", "/api/sessions/9999", bob, 404, SESSION_NOT_FOUND, json={"title": "x"})
     await api.error("PUT", "/api/sessions/x1", bob, 400, "Invalid session ID", json={"title": "x"})
-    assert query(api, "SELECT title FROM chat_sessions") == [("Keep",)]
+    assert await query(api, "SELECT title FROM chat_sessions") == [("Keep",)]
 
 
 # --- delete ---
@@ -362,9 +358,9 @@ async def test_delete_session_removes_its_messages_and_usage(api):
     await api.error("DELETE", f"/api/sessions/{gone['id']}", bob, 404, SESSION_NOT_FOUND)
     await api.error("GET", f"/api/chat/sessions/{gone['id']}/messages", bob, 404,
                     SESSION_NOT_FOUND)
-    assert query(api, "SELECT id FROM chat_sessions") == [(kept["id"],)]
-    assert query(api, "SELECT id FROM messages ORDER BY id") == [(i,) for i in kept_ids]
-    assert query(api, "SELECT session_id, message_id FROM usage_metrics") == [
+    assert await query(api, "SELECT id FROM chat_sessions") == [(kept["id"],)]
+    assert await query(api, "SELECT id FROM messages ORDER BY id") == [(i,) for i in kept_ids]
+    assert await query(api, "SELECT session_id, message_id FROM usage_metrics") == [
         (kept["id"], kept_ids[1])]
     assert [s["id"] for s in (await api.ok("GET", "/api/sessions", bob))["sessions"]] == [
         kept["id"]]
@@ -395,18 +391,18 @@ async def test_clear_messages_keeps_usage_rows_unlinked(api):
     assert data["title"] == "chat"
     listed = await api.ok("GET", f"/api/chat/sessions/{session['id']}/messages", bob)
     assert listed["messages"] == [] and listed["pagination"]["total"] == 0
-    assert query(api, "SELECT id, session_id, message_id, prompt_tokens, total_tokens"
-                      " FROM usage_metrics ORDER BY id") == [
+    assert await query(api, "SELECT id, session_id, message_id, prompt_tokens, total_tokens"
+                            " FROM usage_metrics ORDER BY id") == [
         (u1, session["id"], None, 1, 3), (u2, session["id"], None, 4, 9),
         (u3, other["id"], other_ids[1], 10, 15)]
-    assert query(api, "SELECT id FROM messages ORDER BY id") == [(i,) for i in other_ids]
+    assert await query(api, "SELECT id FROM messages ORDER BY id") == [(i,) for i in other_ids]
     # Clearing an empty session is fine; the session can still be used and deleted.
     assert await api.ok("DELETE", f"/api/sessions/{session['id']}/messages", bob) is None
     await seed(api, session["id"], ("user", "fresh"))
     fresh = await api.ok("GET", f"/api/chat/sessions/{session['id']}/messages", bob)
     assert [m["content"] for m in fresh["messages"]] == ["fresh"]
     await api.ok("DELETE", f"/api/sessions/{session['id']}", bob)
-    assert query(api, "SELECT session_id FROM usage_metrics") == [(other["id"],)]
+    assert await query(api, "SELECT session_id FROM usage_metrics") == [(other["id"],)]
 
 
 # --- messages ---
@@ -442,8 +438,8 @@ async def test_list_messages_orders_by_creation_time(api):
     model = await create_model(api, bob)
     session = await create_session(api, bob, model["id"])
     ids = await seed(api, session["id"], ("user", "later"), ("user", "earlier"))
-    execute(api, "UPDATE messages SET created_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
-            (ids[1],))
+    await execute(api, "UPDATE messages SET created_at = '2000-01-01T00:00:00.000Z'"
+                       " WHERE id = ?", (ids[1],))
     data = await api.ok("GET", f"/api/chat/sessions/{session['id']}/messages", bob)
     assert [m["content"] for m in data["messages"]] == ["earlier", "later"]
     one = await api.ok("GET", f"/api/sessions/{session['id']}", bob)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 SYSTEM_KEYS = {"registration_enabled", "app_mode", "max_context_tokens", "brand_text",
@@ -100,8 +98,7 @@ async def test_personal_settings_defaults_update_and_isolation(api):
 async def test_personal_settings_validation(api, body, field):
     bob = await api.register("bob")
     await api.error("PUT", "/api/settings/personal", bob, 400, field, json=body)
-    with sqlite3.connect(api.config.database_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM user_settings").fetchone()[0] == 0
+    assert await api.rows("SELECT COUNT(*) FROM user_settings") == [(0,)]
 
 
 async def test_health_and_alias_are_public(api):

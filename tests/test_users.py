@@ -100,9 +100,7 @@ async def test_delete_user_removes_everything_they_own(api):
     await api.ok("DELETE", f"/api/users/{bob.id}", "admin")
     await api.error("GET", f"/api/users/{bob.id}", "admin", 404, "User not found")
     await api.error("DELETE", f"/api/users/{bob.id}", "admin", 404, "User not found")
-    import sqlite3
-    with sqlite3.connect(api.config.database_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM user_settings").fetchone()[0] == 0
+    assert await api.rows("SELECT COUNT(*) FROM user_settings") == [(0,)]
 
 
 async def test_delete_rules(api):
@@ -112,17 +110,30 @@ async def test_delete_rules(api):
     await api.error("DELETE", "/api/users/1x", "admin", 400, "Invalid user ID")
 
 
+async def _writers_waiting(db) -> int:
+    """How many transactions are queued behind the one the test holds."""
+    if db.dialect == "sqlite":
+        return len(db._write_lock._waiters or ())
+    # PostgreSQL: every transaction first takes one advisory lock (store/postgres.py), so the
+    # waiting ones are that lock's ungranted requests in this test's database.
+    from aichat.store.postgres import LOCKS, WRITES
+    return await db.value(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = ? AND objid = ? AND objsubid = 2", (LOCKS, WRITES))
+
+
 async def _with_writes_held(api, *calls):
-    """Run `calls` concurrently while the test holds the write lock, so every request has
-    passed its checks outside the transaction before any of them may write."""
+    """Run `calls` concurrently while the test holds a transaction (which every write waits
+    for, on either store), so every request has passed its checks outside the transaction
+    before any of them may write."""
     import asyncio
 
-    from aichat.http.appkeys import db_key
-    db = api.client.app[db_key]
+    db = api.db
     async with db.transaction():
         tasks = [asyncio.ensure_future(call) for call in calls]
         for _ in range(500):
-            if len(db._write_lock._waiters or ()) == len(calls):
+            if await _writers_waiting(db) == len(calls):
                 break
             await asyncio.sleep(0.01)
         else:
@@ -139,9 +150,7 @@ async def test_two_admins_deleting_each_other_at_once_leave_one_admin(api):
         api.call("DELETE", f"/api/users/{admin.id}", bob))
     statuses = sorted([first[0], second[0]])
     assert statuses == [200, 403], (first, second)
-    import sqlite3
-    with sqlite3.connect(api.config.database_path) as conn:
-        assert conn.execute("SELECT role FROM users").fetchall() == [("ADMIN",)]
+    assert await api.rows("SELECT role FROM users") == [("ADMIN",)]
 
 
 async def test_two_admins_demoting_each_other_at_once_leave_one_admin(api):
@@ -152,6 +161,4 @@ async def test_two_admins_demoting_each_other_at_once_leave_one_admin(api):
         api, api.call("PUT", f"/api/users/{bob.id}/role", "admin", json={"role": "USER"}),
         api.call("PUT", f"/api/users/{admin.id}/role", bob, json={"role": "USER"}))
     assert sorted(r[0] for r in results) == [200, 403], results
-    import sqlite3
-    with sqlite3.connect(api.config.database_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM users WHERE role = 'ADMIN'").fetchone() == (1,)
+    assert await api.rows("SELECT COUNT(*) FROM users WHERE role = 'ADMIN'") == [(1,)]

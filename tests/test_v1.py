@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 
 import openai
 import pytest
@@ -62,10 +61,10 @@ async def test_a_non_streaming_call(chat, sdk):
     assert sent.body["stream"] is False and sent.headers["Authorization"] == \
         "Bearer sk-alice-SECRET-0001"
     # Accounted per request, no chat session or message created.
-    assert chat.rows("SELECT model, status, prompt_tokens, total_tokens, api_key_id, user_id,"
-                     " session_id, context_limit FROM usage_metrics") == [
+    assert await chat.rows("SELECT model, status, prompt_tokens, total_tokens, api_key_id, user_id,"
+                           " session_id, context_limit FROM usage_metrics") == [
         ("fake-model", "complete", 12, 15, sdk.aichat_key["id"], chat.user.id, None, None)]
-    assert chat.rows("SELECT id FROM messages") == []
+    assert await chat.rows("SELECT id FROM messages") == []
 
 
 async def test_a_streaming_call_read_chunk_by_chunk_with_usage(chat, sdk):
@@ -91,7 +90,7 @@ async def test_no_usage_chunk_unless_asked_and_estimates_are_recorded(chat, sdk)
         model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True)
     chunks = [chunk async for chunk in stream]
     assert all(c.usage is None for c in chunks)
-    assert chat.rows("SELECT completion_tokens, estimated FROM usage_metrics") == [(2, 1)]
+    assert await chat.rows("SELECT completion_tokens, estimated FROM usage_metrics") == [(2, 1)]
 
 
 async def test_unknown_model_is_404_in_openai_format(chat, sdk):
@@ -123,8 +122,7 @@ async def test_revoked_expired_and_orphaned_keys_stop_working(chat, sdk):
         "authentication_error"
     # Expiry, checked on every use.
     soon = await new_key(chat, expiresInDays=1)
-    with sqlite3.connect(chat.api.config.database_path) as conn:
-        conn.execute("UPDATE api_keys SET expires_at = '2000-01-01T00:00:00.000Z'")
+    await chat.api.execute("UPDATE api_keys SET expires_at = '2000-01-01T00:00:00.000Z'")
     expired = openai.AsyncOpenAI(base_url=str(chat.api.client.make_url("/v1")),
                                  api_key=soon["key"], max_retries=0)
     with pytest.raises(openai.AuthenticationError):
@@ -189,22 +187,27 @@ async def test_upstream_failure_and_disconnect(chat, sdk):
     await asyncio.wait_for(chat.upstream.requests[-1].disconnected.wait(), 2)
     for round_ in chat.api.client.app[registry_key].rounds():
         await round_.wait_done(5)
-    statuses = [row[0] for row in chat.rows("SELECT status FROM usage_metrics ORDER BY id")]
+    statuses = [row[0] for row in await chat.rows("SELECT status FROM usage_metrics ORDER BY id")]
     assert statuses == ["error", "stopped"]
 
 
 # --- /api/keys -----------------------------------------------------------------------------
 
-async def test_keys_are_shown_once_and_stored_as_hashes(chat):
+async def test_keys_are_shown_once_and_stored_as_hashes(chat, backend):
     created = await new_key(chat, expiresInDays=30)
     assert created["key"].startswith("aic_") and len(created["key"]) >= 4 + 43
     assert created["prefix"] == created["key"][:12] and created["expiresAt"].endswith("Z")
     listed = await chat.api.ok("GET", "/api/keys", chat.user)
     assert listed == [{k: v for k, v in created.items() if k != "key"}]
-    files = (chat.api.config.database_path, chat.api.config.database_path + "-wal")
-    raw = b"".join(open(p, "rb").read()  # noqa: ASYNC230 - a test reading the file at rest
-                   for p in files if os.path.exists(p))
-    assert created["key"].encode() not in raw
+    # The stored row (either store) holds the prefix and a hash, never the key itself.
+    [row] = await chat.api.db.all("SELECT * FROM api_keys")
+    assert row["prefix"] == created["prefix"] and row["key_hash"]
+    assert not any(created["key"] in str(value) for value in row.values()), row
+    if backend == "sqlite":  # and the file at rest, write-ahead log included
+        files = (chat.api.config.database_path, chat.api.config.database_path + "-wal")
+        raw = b"".join(open(p, "rb").read()  # noqa: ASYNC230 - a test reading the file at rest
+                       for p in files if os.path.exists(p))
+        assert created["key"].encode() not in raw
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/api/keys"), ("POST", "/api/keys"),
