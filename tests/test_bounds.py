@@ -14,9 +14,9 @@ async def test_a_reply_past_max_reply_chars_ends_with_an_error_keeping_what_was_
     final = reader.events[-1]
     assert final["type"] == "error" and final["error"] == "The reply exceeded 10000 characters"
     assert final["assistantMessageId"] is not None
-    assert chat.rows("SELECT status, length(content) FROM messages WHERE role = 'assistant'") \
+    assert await chat.rows("SELECT status, length(content) FROM messages WHERE role = 'assistant'") \
         == [("error", 10_000)]
-    usage = chat.rows("SELECT completion_tokens, status FROM usage_metrics")
+    usage = await chat.rows("SELECT completion_tokens, status FROM usage_metrics")
     assert usage == [(2500, "error")]  # the heuristic count of what was kept
     # The provider was hung up on, not read to the end of its 5 MB.
     assert chat.upstream.requests[0].disconnected.is_set()
@@ -75,7 +75,7 @@ async def test_personal_model_configs_are_capped_per_user(chat):
     await api.error("POST", "/api/models", chat.user, 400,
                     "At most 2 model configurations per user",
                     json={"name": "third", **body})
-    assert chat.rows("SELECT COUNT(*) FROM model_configs WHERE user_id = ?",
+    assert await chat.rows("SELECT COUNT(*) FROM model_configs WHERE user_id = ?",
                      (chat.user.id,)) == [(2,)]
     # System models are the admins' own and not counted against anyone.
     await api.ok("POST", "/api/models/system", "admin", json={"name": "shared", **body})

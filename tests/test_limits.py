@@ -22,13 +22,13 @@ async def test_concurrent_rounds_per_user_are_capped(chat):
         reader = SSEStream(response)
         await reader.until("content")
         opened.append((cm, response, reader))
-    stored = len(chat.rows("SELECT id FROM messages"))
+    stored = len(await chat.rows("SELECT id FROM messages"))
     async with chat.open("third", session_id=sessions[2]) as r:
         assert_error(r.status, await r.json(), 429, "limit 2")
         assert r.headers["Retry-After"] == "15"
     await api.error("POST", "/api/chat/completion", alice, 429, "limit 2",
                     json={"sessionId": sessions[2], "content": "third"})
-    assert len(chat.rows("SELECT id FROM messages")) == stored  # nothing stored
+    assert len(await chat.rows("SELECT id FROM messages")) == stored  # nothing stored
     assert len(chat.upstream.requests) == 2
     # A new message on a busy session replaces its round: allowed at the cap.
     chat.upstream.queue(Reply(tokens=["replaced"]))

@@ -74,7 +74,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 def redact(url: str) -> str:
     """The URL with its password replaced, for logs and errors."""
     url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def _database_path(row: Setting, name: str, raw: str) -> str:
