@@ -14,8 +14,8 @@ async def test_a_reply_past_max_reply_chars_ends_with_an_error_keeping_what_was_
     final = reader.events[-1]
     assert final["type"] == "error" and final["error"] == "The reply exceeded 10000 characters"
     assert final["assistantMessageId"] is not None
-    assert await chat.rows("SELECT status, length(content) FROM messages WHERE role = 'assistant'") \
-        == [("error", 10_000)]
+    kept = await chat.rows("SELECT status, length(content) FROM messages WHERE role = 'assistant'")
+    assert kept == [("error", 10_000)]
     usage = await chat.rows("SELECT completion_tokens, status FROM usage_metrics")
     assert usage == [(2500, "error")]  # the heuristic count of what was kept
     # The provider was hung up on, not read to the end of its 5 MB.
