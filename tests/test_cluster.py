@@ -240,3 +240,43 @@ async def test_postgresql_restarting_ends_streams_clearly_and_the_server_recover
     chat.upstream.queue(Reply(tokens=["after"]))
     again = await chat.stream("after the restart")
     assert again.types()[-1] == "complete" and again.text() == "after"
+
+
+async def test_the_post_abort_guard_holds_when_the_re_send_reaches_the_other_instance(
+        pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, session = await owner_with_session(http, a.base, upstream.url)
+        upstream.queue(Reply(tokens=["alpha ", "beta ", "gamma"], stall_after=2))
+        response, reader = await streaming(http, a.base, auth, session["id"], "Explain")
+        response.close()  # the front end's stop button aborts the stream ...
+        status, body = await post(http, f"{b.base}/api/chat/completion", auth,
+                                  {"sessionId": session["id"], "content": "Explain"})
+        assert status == 200, body  # ... and re-sends the message, here to B
+        assert body["data"]["content"] == "alpha beta"
+        assert body["data"]["assistantMessage"]["status"] == "stopped"
+        assert body["data"]["userMessageId"] == reader.events[0]["messageId"]
+        assert len(upstream.requests) == 1  # no second upstream call
+        assert await db.fetchval("SELECT COUNT(*) FROM messages") == 2  # nothing new stored
+
+
+async def test_deleting_on_b_stops_the_round_on_a_and_saves_nothing(pg_url, tmp_path,
+                                                                   upstream):
+    async with two(pg_url, tmp_path, APP_MODE="multi") as (a, b, http, db):
+        admin, _ = await owner_with_session(http, a.base, upstream.url)
+        status, body = await post(http, f"{a.base}/api/auth/register", {},
+                                  {"username": "carol", "password": "password1"})
+        carol = {"Authorization": f"Bearer {body['data']['token']}"}
+        status, model = await post(http, f"{a.base}/api/models", carol, {
+            "name": "m", "apiUrl": upstream.url, "apiKey": "sk-carol"})
+        status, session = await post(http, f"{a.base}/api/sessions", carol,
+                                     {"modelConfigId": model["data"]["id"]})
+        upstream.queue(Reply(tokens=["doomed ", "text ", "never"], stall_after=2))
+        response, reader = await streaming(http, a.base, carol, session["data"]["id"], "hi")
+        async with http.delete(f"{b.base}/api/users/{body['data']['user']['id']}",
+                               headers=admin) as r:
+            assert r.status == 200, await r.text()
+        await reader.rest()
+        response.close()
+        assert await db.fetchval("SELECT COUNT(*) FROM users WHERE username = 'carol'") == 0
+        assert await db.fetchval("SELECT COUNT(*) FROM messages") == 0
+        assert await db.fetchval("SELECT COUNT(*) FROM live_rounds") == 0
