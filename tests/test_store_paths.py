@@ -22,6 +22,24 @@ async def db(tmp_path):
     await db.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request) -> str | None:
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_app_url")
+
+
+@pytest.fixture
+async def any_db(store_url, tmp_path):
+    """The store on either backend: group commit is SQLite's thread batch or PostgreSQL's
+    shared transaction, with the same promises."""
+    if store_url is None:
+        db = await database.connect(str(tmp_path / "t.db"))
+    else:
+        from aichat.store import postgres
+        db = await postgres.connect(store_url, 4)
+    yield db
+    await db.close()
+
+
 async def insert_user(tx: Transaction, name: str) -> int:
     return await tx.insert("INSERT INTO users (username, hashed_password) VALUES (?, 'x')",
                            (name,))
@@ -47,7 +65,8 @@ def test_aiosqlite_still_has_the_thread_call_we_use():
     assert callable(getattr(aiosqlite.Connection, "_execute", None))
 
 
-async def test_group_commit_runs_each_job_atomically_and_alone(db):
+async def test_group_commit_runs_each_job_atomically_and_alone(any_db):
+    db = any_db
     jobs = [db.run(insert_user, f"user{i}") for i in range(50)]
     jobs.insert(10, db.run(fail_after_insert, "doomed"))
     results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -58,7 +77,8 @@ async def test_group_commit_runs_each_job_atomically_and_alone(db):
     assert "doomed" not in names and len(names) == 50  # the failed job left nothing behind
 
 
-async def test_group_commit_and_transactions_do_not_interleave(db):
+async def test_group_commit_and_transactions_do_not_interleave(any_db):
+    db = any_db
     async def slow_transaction():
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO users (username, hashed_password) VALUES ('a', 'x')")
@@ -73,7 +93,8 @@ async def test_group_commit_and_transactions_do_not_interleave(db):
     assert names == {"c"}
 
 
-async def test_a_cancelled_caller_still_gets_its_job_written(db):
+async def test_a_cancelled_caller_still_gets_its_job_written(any_db):
+    db = any_db
     task = asyncio.ensure_future(db.run(insert_user, "late"))
     await asyncio.sleep(0)
     task.cancel()

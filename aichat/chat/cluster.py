@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "aichat"
+CHANNEL = shared.CHANNEL
 SWEEP_EVERY_S = 2.0
 RECONNECT_WAIT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 POLL_S = 0.05
@@ -161,28 +161,26 @@ class Cluster:
 
     # --- slots ---
 
-    async def claim(self, user_id: int, session_id: int | None, limit: int) -> int | None:
-        return await self.db.run(shared.claim, self.instance, user_id, session_id, limit)
+    async def claim(self, user_id: int, session_id: int | None,
+                    limit: int) -> tuple[int | None, bool]:
+        """(A slot for the user's new round or None, whether the session's round runs on
+        another instance)."""
+        return await shared.claim(self.db, self.instance, user_id, session_id, limit)
 
     async def release_claim(self, claim_id: int) -> None:
         await self.db.run(shared.release, claim_id)
 
     async def released(self, round_: Round) -> None:
         """A round here ended (its reply saved): free its slot, tell who waits for it."""
-        claim_id, session_id, turn = round_.claim_id, round_.session_id, round_.turn
-
-        async def job(tx: Any) -> None:
-            if claim_id is not None:
-                await shared.release(tx, claim_id)
-            if session_id is None or turn is None:
-                return
+        session_id, turn = round_.session_id, round_.turn
+        guard, message = None, None
+        if session_id is not None and turn is not None:
             if round_.streamed:
-                await shared.ended(tx, session_id, turn.message_id,
-                                   round_.assistant_message_id, round_.cancel_reason)
-            await tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, json.dumps(
-                {"op": "ended", "s": session_id, "m": round_.assistant_message_id})))
-
-        await self.db.run(job)
+                guard = (turn.message_id, round_.assistant_message_id, round_.cancel_reason)
+            message = json.dumps({"op": "ended", "s": session_id,
+                                  "m": round_.assistant_message_id})
+        if round_.claim_id is not None or message is not None:
+            await shared.end(self.db, round_.claim_id, session_id, guard, message)
 
     # --- across instances ---
 

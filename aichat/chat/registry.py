@@ -52,8 +52,9 @@ class Registry:
         self._per_user: dict[int, int] = {}  # running rounds per user, so a claim is O(1)
         self._pruned_at = 0.0
         self.cluster: Cluster | None = None
-        # Cluster slots claimed by `booked`, each handed to the round it sets up by `add`.
-        self._handoff: list[tuple[int, int | None, int]] = []
+        # Cluster slots claimed by `booked`, each handed to the round it sets up by `add`:
+        # (user, session, slot, whether the session's round runs on another instance).
+        self._handoff: list[tuple[int, int | None, int, bool]] = []
 
     def running(self, session_id: int) -> Round | None:
         return self._running.get(session_id)
@@ -62,7 +63,7 @@ class Registry:
         return list(self._running.values())
 
     def add(self, round_: Round) -> None:
-        for i, (user_id, session_id, claim_id) in enumerate(self._handoff):
+        for i, (user_id, session_id, claim_id, _) in enumerate(self._handoff):
             if user_id == round_.user_id and session_id == round_.session_id:
                 round_.claim_id = claim_id
                 del self._handoff[i]
@@ -101,10 +102,10 @@ class Registry:
         try:
             entry = None
             if self.cluster is not None:
-                claim_id = await self.cluster.claim(user_id, session_id, limit)
+                claim_id, elsewhere = await self.cluster.claim(user_id, session_id, limit)
                 if claim_id is None:
                     raise ApiError(429, refusal, {"Retry-After": RETRY_AFTER_S})
-                entry = (user_id, session_id, claim_id)
+                entry = (user_id, session_id, claim_id, elsewhere)
                 self._handoff.append(entry)
             try:
                 yield
@@ -138,7 +139,11 @@ class Registry:
         holders[0] += 1
         try:
             async with lock:
-                await self.cancel_session(session_id, CancelReason.SUPERSEDED)
+                # The slot just claimed for this round said whether another instance runs
+                # one on the session: if not, there is nothing to stop there.
+                claimed = next((e for e in self._handoff if e[1] == session_id), None)
+                await self.cancel_session(session_id, CancelReason.SUPERSEDED,
+                                          elsewhere=claimed is None or claimed[3])
                 yield
         finally:
             holders[0] -= 1
@@ -146,12 +151,13 @@ class Registry:
                 del self._locks[session_id]
 
     async def cancel_session(self, session_id: int, reason: CancelReason, *, discard: bool = False,
-                             timeout: float = PERSIST_WAIT_S) -> Round | None:
+                             timeout: float = PERSIST_WAIT_S,
+                             elsewhere: bool = True) -> Round | None:
         """Cancel the session's running round and wait (bounded) until it has persisted: the
         round, or None if none ran here (on another instance, it is stopped all the same)."""
         round_ = self._running.get(session_id)
         if round_ is None:
-            if self.cluster is not None:
+            if self.cluster is not None and elsewhere:
                 await self.cluster.stop_elsewhere(session_id, reason, discard=discard,
                                                   timeout=timeout)
             return None

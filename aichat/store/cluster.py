@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aichat.store.base import Transaction
+from aichat.store.base import Reader, Transaction, found
 
 INSTANCE = 1  # advisory lock class: (INSTANCE, instance number)
+CHANNEL = "aichat"  # LISTEN/NOTIFY: chat/cluster.py
 GUARD_WINDOW_S = 10.0
 
 _DEAD = "instance_id <> ? AND pg_try_advisory_xact_lock(1, instance_id)"
@@ -25,37 +26,38 @@ async def purge_dead(tx: Transaction, me: int, column: str = "", value: int = 0)
     return await tx.execute(f"DELETE FROM live_rounds WHERE {where}{_DEAD}", params)
 
 
-async def claim(tx: Transaction, me: int, user_id: int, session_id: int | None,
-                limit: int) -> int | None:
-    """Count the user's rounds on every live instance and take a slot if one is free: the
-    slot's id, or None. Claims of one user are serialised by a transaction-scoped lock."""
-    await tx.execute("SELECT pg_advisory_xact_lock(2, ?)", (user_id,))
-    await purge_dead(tx, me, "user_id", user_id)
-    count = "SELECT COUNT(*) FROM live_rounds WHERE user_id = ?"
-    params: tuple[int, ...] = (user_id,)
-    if session_id is not None:  # a round running on the session does not count: it is replaced
-        count += " AND (session_id IS NULL OR session_id <> ?)"
-        params = (user_id, session_id)
-    if await tx.value(count, params) >= limit:
-        return None
-    return await tx.insert("INSERT INTO live_rounds (instance_id, user_id, session_id)"
-                           " VALUES (?, ?, ?)", (me, user_id, session_id))
+async def claim(db: Reader, me: int, user_id: int, session_id: int | None,
+                limit: int) -> tuple[int | None, bool]:
+    """Count the user's rounds on every live instance and take a slot if one is free (the
+    function aichat_claim, sql/postgres/003_claim_function.sql): (the slot's id or None,
+    whether another instance runs a round of the session)."""
+    row = found(await db.one("SELECT claim_id, elsewhere FROM aichat_claim(?, ?, ?, ?)",
+                             (me, user_id, session_id, limit)))
+    return row["claim_id"], row["elsewhere"]
 
 
 async def release(tx: Transaction, claim_id: int) -> None:
     await tx.execute("DELETE FROM live_rounds WHERE id = ?", (claim_id,))
 
 
-async def ended(tx: Transaction, session_id: int, user_message_id: int,
-                assistant_message_id: int | None, reason: str | None) -> None:
-    """Record how a session's streamed round ended, for the post-abort guard."""
-    await tx.execute(
-        "INSERT INTO round_ends (session_id, user_message_id, assistant_message_id, reason,"
-        " ended_at, guard_used) VALUES (?, ?, ?, ?, extract(epoch FROM clock_timestamp()), 0)"
-        " ON CONFLICT (session_id) DO UPDATE SET user_message_id = excluded.user_message_id,"
+async def end(db: Reader, claim_id: int | None, session_id: int | None,
+              guard: tuple[int, int | None, str | None] | None, message: str | None) -> None:
+    """A round here ended, in one statement (one commit): free its slot; record how a streamed
+    round ended, for the post-abort guard (`guard` = user message, reply, cancel reason);
+    announce `message` on the channel to whoever waits for the session."""
+    user_message_id, reply_id, reason = guard if guard is not None else (None, None, None)
+    await db.value(
+        "WITH freed AS (DELETE FROM live_rounds WHERE id = ?), noted AS ("
+        " INSERT INTO round_ends (session_id, user_message_id, assistant_message_id, reason,"
+        " ended_at, guard_used) SELECT CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT),"
+        " CAST(? AS TEXT), extract(epoch FROM clock_timestamp()), 0"
+        " WHERE CAST(? AS BOOLEAN) ON CONFLICT (session_id) DO UPDATE SET"
+        " user_message_id = excluded.user_message_id,"
         " assistant_message_id = excluded.assistant_message_id, reason = excluded.reason,"
-        " ended_at = excluded.ended_at, guard_used = 0",
-        (session_id, user_message_id, assistant_message_id, reason))
+        " ended_at = excluded.ended_at, guard_used = 0)"
+        " SELECT pg_notify(?, CAST(? AS TEXT)) WHERE CAST(? AS TEXT) IS NOT NULL",
+        (claim_id, session_id, user_message_id, reply_id, reason, guard is not None,
+         CHANNEL, message, message))
 
 
 async def running_elsewhere(tx: Transaction, me: int, column: str, value: int) -> bool:

@@ -30,6 +30,7 @@ T = TypeVar("T")
 # Advisory lock keys (two int4s). Class 0 is the store's; 1 and 2 are store/cluster.py's.
 LOCKS = 0
 MIGRATIONS, WRITES = 1, 2
+BATCH_MAX = 256  # jobs per shared transaction: a bound on how long one commit waits
 
 
 def _lost(e: BaseException) -> bool:
@@ -78,7 +79,9 @@ class Database(Reader, base.Database):
         self.pool = pool
         self.url = url
         self.quick = self
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...],
+                                  asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Future[None] | None = None
 
     @asynccontextmanager
     async def _connection(self, serialised: bool) -> AsyncIterator[Transaction]:
@@ -105,23 +108,55 @@ class Database(Reader, base.Database):
         return self._connection(serialised=True)
 
     async def run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Once started, the job commits even if the caller is cancelled (as on SQLite)."""
-        task = asyncio.ensure_future(self._run(job, *args))
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-        return await asyncio.shield(task)
+        """Jobs that arrive together share one transaction (one commit, one WAL flush), as
+        on SQLite (store/batch.py): 500 rounds starting at once cost a few commits, not 500.
+        Once queued, a job commits even if the caller is cancelled."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, args, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
+        return await asyncio.shield(future)
 
-    async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
-        async with self._connection(serialised=False) as tx:
-            return await job(tx, *args)
+    async def _drain(self) -> None:
+        while self._pending:
+            jobs, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+            try:
+                async with self._connection(serialised=False) as tx:
+                    results = [await job(tx, *args) for job, args, _ in jobs]
+            except Exception:
+                # One failed (or the commit): the batch is rolled back; each job runs again
+                # alone, so only a failing job fails.
+                for job, args, future in jobs:
+                    try:
+                        async with self._connection(serialised=False) as tx:
+                            result = await job(tx, *args)
+                    except Exception as e:
+                        if not future.done():
+                            future.set_exception(e)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                continue
+            for (_, _, future), result in zip(jobs, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def ping(self) -> None:
         await self.value("SELECT 1")
 
     async def close(self) -> None:
-        if self._jobs:
-            await asyncio.wait(list(self._jobs))
+        if self._drainer is not None:
+            await asyncio.wait([self._drainer])
         await self.pool.close()
+
+
+async def _reset(conn: Any) -> None:
+    """What a connection returned to the pool needs: no open transaction. asyncpg's default
+    reset (unlock all, close cursors, unlisten, reset settings: four statements) guards
+    against session state this store never creates, and was half of PostgreSQL's statements
+    per chat round (bench/CLUSTER.md)."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def connect(url: str, pool_size: int, sql_dir: Path = POSTGRES_DIR) -> Database:
@@ -131,7 +166,7 @@ async def connect(url: str, pool_size: int, sql_dir: Path = POSTGRES_DIR) -> Dat
                            "pip install 'aichat[postgres]'")
     files = migration_files(sql_dir)  # no migrations: fail before connecting
     try:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size,
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, reset=_reset,
                                          server_settings={"application_name": "aichat"})
     except Exception as e:
         # asyncpg's messages never include the password; the URL is redacted all the same.
