@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from aiohttp import web
 
@@ -24,7 +24,7 @@ from aichat.http.appkeys import (cipher_key, config_key, db_key, http_key, regis
 from aichat.http.errors import ApiError, not_found
 from aichat.settings import system as settings
 from aichat.settings.system import StreamSettings
-from aichat.store import messages, models, sessions
+from aichat.store import messages, models
 from aichat.store import settings as settings_store
 from aichat.store.users import User
 
@@ -66,16 +66,12 @@ async def stream_settings(app: Mapping[Any, Any]) -> StreamSettings:
 
 
 async def _session_model(app: web.Application, user: User, session_id: int) -> dict[str, Any]:
-    db = app[db_key].quick
-    session = await sessions.owned(db, session_id, user.id)
-    if session is None:
+    # One read: the session's owner and its model (a model in use cannot be deleted).
+    model = await models.of_session(app[db_key].quick, session_id, user.id)
+    if model is None:
         raise not_found("Chat session")
     # A key that does not decrypt is the round's error to report, after the user message.
-    model = await models.upstream(db, app[cipher_key], session["model_config_id"],
-                                  strict=False)
-    if model is None:
-        raise not_found("Model configuration")
-    return model
+    return cast(dict[str, Any], models.with_key(app[cipher_key], model, strict=False))
 
 
 async def check_chat(app: web.Application, user: User, request: ChatRequest) -> Prepared:

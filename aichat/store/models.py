@@ -117,10 +117,24 @@ async def delete(tx: Transaction, model_id: int) -> None:
     await tx.execute("DELETE FROM model_configs WHERE id = ?", (model_id,))
 
 
+_FOR_ROUND = ("SELECT m.id, m.user_id, m.name, m.api_url, m.api_key, m.supports_images"
+              " FROM model_configs m")
+
+
 async def for_round(db: Reader, model_id: int) -> dict[str, Any] | None:
     """What a round needs to call the provider; `api_key` still encrypted."""
-    row = await db.one("SELECT id, user_id, name, api_url, api_key, supports_images"
-                       " FROM model_configs WHERE id = ?", (model_id,))
+    return _for_round(await db.one(f"{_FOR_ROUND} WHERE m.id = ?", (model_id,)))
+
+
+async def of_session(db: Reader, session_id: int, user_id: int) -> dict[str, Any] | None:
+    """`for_round` of the model an owned session uses, in one read (None: no such session
+    of this user; a session's model cannot be deleted while the session uses it)."""
+    return _for_round(await db.one(
+        f"{_FOR_ROUND} JOIN chat_sessions s ON s.model_config_id = m.id"
+        " WHERE s.id = ? AND s.user_id = ?", (session_id, user_id)))
+
+
+def _for_round(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is not None:
         row["supports_images"] = bool(row["supports_images"])
     return row
@@ -135,7 +149,12 @@ async def upstream(db: Reader, cipher: KeyCipher, model_id: int, *,
                    strict: bool = True) -> dict[str, Any] | None:
     """`for_round` with the key decrypted. A key that does not decrypt raises DecryptError,
     or with `strict=False` is replaced by that error, for the round to report it."""
-    row = await for_round(db, model_id)
+    return with_key(cipher, await for_round(db, model_id), strict)
+
+
+def with_key(cipher: KeyCipher, row: dict[str, Any] | None,
+             strict: bool = True) -> dict[str, Any] | None:
+    """A `for_round` row with its key decrypted (see `upstream`)."""
     if row is not None:
         try:
             row["api_key"] = decrypt_key(cipher, row)
