@@ -695,16 +695,7 @@ def main() -> None:
                         help="run only these scenarios")
     parser.add_argument("--out", default=str(ROOT / "bench" / "CLUSTER.md"))
     args = parser.parse_args()
-    bench = Bench(args)
-    try:  # the load generator is Python too: uvloop keeps its own cost out of the figures
-        import uvloop
-        uvloop.run(bench.run())
-    except ImportError:
-        asyncio.run(bench.run())
-    command = "python bench/cluster.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = bench.report(command.strip())
-    Path(args.out).write_text(report, encoding="utf-8")
-    print(report)
+    run.run_and_report(Bench(args), "bench/cluster.py", args.out)
 
 
 if __name__ == "__main__":

@@ -399,15 +399,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
-    bench = Bench(args)
+    run_and_report(Bench(args), "bench/run.py", args.out)
+
+
+def run_and_report(bench: Any, script: str, out: str) -> None:
+    """Run a bench on the fastest loop at hand, then write and print its report."""
     try:  # the load generator is Python too: uvloop keeps its own cost out of the figures
         import uvloop
         uvloop.run(bench.run())
     except ImportError:
         asyncio.run(bench.run())
-    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = f"python {script} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = bench.report(command.strip())
-    Path(args.out).write_text(report, encoding="utf-8")
+    Path(out).write_text(report, encoding="utf-8")
     print(report)
 
 
