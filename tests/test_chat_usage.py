@@ -13,8 +13,11 @@ from .fake_upstream import Reply
 from .helpers import Chat
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-ZERO = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+# A sum as the usage endpoints show it: the tokens and the cost (null: no priced row in it;
+# these tests' models have no prices, tests/test_prices.py has the priced ones).
+ZERO = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": None}
 PROVIDER_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+PROVIDER_TOTALS = {**PROVIDER_USAGE, "cost": None}
 RANGE_ERROR = "Invalid date range"
 
 
@@ -27,9 +30,15 @@ def cost(role: str, content: str) -> int:
     return 4 + heuristic(content) + heuristic(role)
 
 
-def totals(prompt: int, completion: int, total: int | None = None) -> dict[str, int]:
+def tokens(prompt: int, completion: int, total: int | None = None) -> dict[str, int]:
+    """The token numbers alone (the stream's usage events, a message's usage)."""
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion if total is None else total}
+
+
+def totals(prompt: int, completion: int, total: int | None = None) -> dict[str, Any]:
+    """A usage endpoint's sum of unpriced rows: the tokens and a null cost."""
+    return {**tokens(prompt, completion, total), "cost": None}
 
 
 async def round_(chat: Chat, content: str, reply: Reply, session_id: int | None = None):
@@ -87,16 +96,16 @@ async def test_provider_usage_is_stored_and_reported(chat):
     assert final == {"type": "usage", "usage": {**PROVIDER_USAGE, "context_limit": 4000,
                                                 "context_remaining": 4000 - 11}}
     assert await chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated,"
-                           " model, provider, context_limit FROM usage_metrics") == [
-        (11, 7, 18, 0, "fake-model", "127.0.0.1", 4000)]
+                           " model, provider, context_limit, cost_nanos FROM usage_metrics") == [
+        (11, 7, 18, 0, "fake-model", "127.0.0.1", 4000, None)]  # no price: no cost
     # A chat row: its session, its user (the session's owner), no key, the round's status.
     assert await chat.rows("SELECT session_id, user_id, api_key_id, status FROM usage_metrics") == [
         (chat.session_id, chat.user.id, None, "complete")]
     data = await usage_of(chat)
-    assert data["totals"] == PROVIDER_USAGE
+    assert data["totals"] == PROVIDER_TOTALS
     last = data["last_round"]
     assert TIMESTAMP.match(last["createdAt"]), last
-    assert last == {**PROVIDER_USAGE, "context_limit": 4000, "createdAt": last["createdAt"],
+    assert last == {**PROVIDER_TOTALS, "context_limit": 4000, "createdAt": last["createdAt"],
                     "model": "fake-model", "provider": "127.0.0.1"}
     assert await chat.rows("SELECT created_at FROM usage_metrics") == [(last["createdAt"],)]
     expected = 3 + cost("user", "Hi there") + cost("assistant", "Hello world")
@@ -114,14 +123,15 @@ async def test_without_provider_usage_the_estimate_is_stored(chat):
     assert await chat.rows("SELECT content FROM messages WHERE role = 'assistant'") == [(text,)]
     assert await chat.rows("SELECT prompt_tokens, completion_tokens, total_tokens, estimated"
                            " FROM usage_metrics") == [(prompt, completion, prompt + completion, 1)]
-    assert stream.events[-2]["usage"] == {**totals(prompt, completion), "context_limit": 4000,
+    assert stream.events[-2]["usage"] == {**tokens(prompt, completion), "context_limit": 4000,
                                           "context_remaining": 4000 - prompt}
     data = await usage_of(chat)
     assert data["totals"] == totals(prompt, completion)
     assert data["last_round"]["prompt_tokens"] == prompt
     assert data["last_round"]["completion_tokens"] == completion
+    assert data["last_round"]["cost"] is None
     messages = await chat.messages()
-    assert messages[1]["usage"] == totals(prompt, completion)
+    assert messages[1]["usage"] == tokens(prompt, completion)
 
 
 async def test_totals_sum_rounds_and_last_round_is_the_newest(chat):
@@ -144,7 +154,7 @@ async def test_totals_sum_rounds_and_last_round_is_the_newest(chat):
     other = await new_session(chat)
     await round_(chat, "elsewhere", Reply(tokens=["x"], usage=PROVIDER_USAGE), other)
     assert (await usage_of(chat))["totals"] == again["totals"]
-    assert (await usage_of(chat, other))["totals"] == PROVIDER_USAGE
+    assert (await usage_of(chat, other))["totals"] == PROVIDER_TOTALS
 
 
 @pytest.mark.parametrize("params", [{}, {"sessionId": ""}, {"sessionId": "abc"},
@@ -241,19 +251,19 @@ async def test_daily_defaults_and_today(chat):
     assert TIMESTAMP.match(data["from"]) and TIMESTAMP.match(data["to"])
     assert before - timedelta(seconds=1) <= end <= after + timedelta(seconds=1)
     assert abs((end - start) - timedelta(days=30)) < timedelta(seconds=1)
-    assert data["rows"] == [{"date": today, **PROVIDER_USAGE}]
+    assert data["rows"] == [{"date": today, **PROVIDER_TOTALS}]
 
     data = await daily(chat, to=today)
     assert data["to"] == f"{today}T23:59:59.999Z"
-    assert data["rows"] == [{"date": today, **PROVIDER_USAGE}]
+    assert data["rows"] == [{"date": today, **PROVIDER_TOTALS}]
 
     data = await daily(chat, **{"from": today})
     assert data["from"] == f"{today}T00:00:00.000Z"
-    assert data["rows"] == [{"date": today, **PROVIDER_USAGE}]
+    assert data["rows"] == [{"date": today, **PROVIDER_TOTALS}]
 
     data = await daily(chat, **{"from": "2025-01-01", "to": today})
     assert data["rows"] == [{"date": "2025-01-01", **totals(1, 1)},
-                            {"date": today, **PROVIDER_USAGE}]
+                            {"date": today, **PROVIDER_TOTALS}]
 
 
 @pytest.mark.parametrize("params", [

@@ -17,7 +17,8 @@ from aichat.store.models import upstream
 URL = "https://api.example.com/v1/chat/completions"
 KEY = "sk-test-PLAINTEXT-123456"
 KEY2 = "sk-test-PLAINTEXT-SECOND-987654"
-MODEL_FIELDS = {"id", "userId", "name", "apiUrl", "apiKey", "supportsImages", "createdAt"}
+MODEL_FIELDS = {"id", "userId", "name", "apiUrl", "apiKey", "supportsImages", "createdAt",
+                "inputPricePerMTok", "outputPricePerMTok"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 NOT_FOUND = "Model configuration not found"
 URL_RULE = "Invalid API URL format"

@@ -121,6 +121,11 @@ async def test_a_first_release_database_upgrades_with_every_row_intact(tmp_path,
     # message's; the old rows count as measured.
     assert rows(path, "SELECT id, user_id, status, estimated FROM usage_metrics ORDER BY id") == [
         (30, 1, "complete", 0), (31, 4, "stopped", 0), (32, 4, None, 0)]
+    # Prices came later (sql/010): the old models have none, the old rows no cost.
+    assert rows(path, "SELECT id, input_price_micros, output_price_micros FROM model_configs"
+                      " ORDER BY id") == [(3, None, None), (7, None, None)]
+    assert rows(path, "SELECT id, cost_nanos FROM usage_metrics ORDER BY id") == [
+        (30, None), (31, None), (32, None)]
 
     alice, bob = await api.login("alice", "password1"), await api.login("bob", "password1")
     assert (alice.role, bob.role) == ("ADMIN", "USER")
@@ -136,7 +141,8 @@ async def test_a_first_release_database_upgrades_with_every_row_intact(tmp_path,
     await api.error("POST", "/api/auth/register", None, 403, "Registration is currently disabled",
                     json={"username": "carol", "password": "password1"})
     usage = await api.ok("GET", "/api/chat/usage", bob, params={"sessionId": 11})
-    assert usage["totals"] == {"prompt_tokens": 35, "completion_tokens": 3, "total_tokens": 38}
+    assert usage["totals"] == {"prompt_tokens": 35, "completion_tokens": 3, "total_tokens": 38,
+                               "cost": None}
 
     # Both stored keys still decrypt: each model's round reaches the upstream with its key.
     for user, model_id, session_id, key in ((alice, 3, 10, KEYS["system"]),

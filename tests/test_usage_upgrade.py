@@ -31,8 +31,10 @@ API_ROWS = [
 RANGE = {"from": "2025-01-01", "to": "2025-01-31"}
 
 
-def sums(prompt: int, completion: int, total: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+def sums(prompt: int, completion: int, total: int) -> dict[str, int | None]:
+    """A usage endpoint's sum; rows from before prices (sql/010) have no cost."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
+            "cost": None}
 
 
 async def old_database(tmp_path: Path) -> tuple[Path, dict[str, int]]:
@@ -112,6 +114,7 @@ async def test_every_usage_row_survives_the_upgrade(tmp_path, start):
     path, ids = await old_database(tmp_path)
     api = await start(app_mode="multi", database_path=str(path))
     assert rows(path, f"SELECT {COLUMNS} FROM usage_metrics ORDER BY id") == expected_rows(ids)
+    assert rows(path, "SELECT DISTINCT cost_nanos FROM usage_metrics") == [(None,)]
     tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master")}
     assert "api_usage" not in tables and "usage_new" not in tables
     plan = rows(path, "EXPLAIN QUERY PLAN SELECT SUM(total_tokens) FROM usage_metrics"

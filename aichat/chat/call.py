@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aichat.http import jsonfast
+from aichat.store import prices
 from aichat.upstream.client import Target
 
 
@@ -32,6 +33,13 @@ class UpstreamCall:
     @property
     def provider_host(self) -> str | None:
         return Target(self.model["api_url"], "", self.model_name).host
+
+    def cost_nanos(self, prompt_tokens: int, completion_tokens: int) -> int | None:
+        """The round's cost at the model's prices when the round started (store/prices.py);
+        None without both prices."""
+        return prices.cost_nanos(prompt_tokens, completion_tokens,
+                                 self.model.get("input_price_micros"),
+                                 self.model.get("output_price_micros"))
 
     @property
     def user_url(self) -> bool:

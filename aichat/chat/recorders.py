@@ -68,6 +68,7 @@ class ChatRecorder:
         """The reply (if any text) and the usage row in one commit (one thread hop), which
         also drops the round's checkpoint."""
         turn = self.turn
+        cost = self.call.cost_nanos(counted.prompt_tokens, counted.completion_tokens)
 
         async def write(tx: Transaction) -> int | None:
             await checkpoints.clear(tx, turn.session_id)
@@ -80,7 +81,7 @@ class ChatRecorder:
                                                 tokens=(text_tokens, self.token_mode))
             await usage.add(tx, self.call.model_name, self.provider, counted, status=status,
                             session_id=turn.session_id, message_id=message_id,
-                            context_limit=self.call.context_limit)
+                            context_limit=self.call.context_limit, cost_nanos=cost)
             return message_id
 
         return await self.db.run(write)
@@ -101,7 +102,8 @@ class ApiRecorder:
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
                    text_tokens: int) -> None:
         await self.db.run(functools.partial(
-            usage.add, status=status, user_id=self.user_id, api_key_id=self.api_key_id),
+            usage.add, status=status, user_id=self.user_id, api_key_id=self.api_key_id,
+            cost_nanos=self.call.cost_nanos(counted.prompt_tokens, counted.completion_tokens)),
             self.call.model_name, self.provider, counted)
 
     async def discard(self) -> None:

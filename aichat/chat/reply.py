@@ -31,13 +31,19 @@ class Reply:
         return "".join(self.reasoning_parts).strip() or None
 
 
+# No round uses more: a larger count from a provider is garbage, and would overflow the
+# stored columns and costs (PostgreSQL INTEGER, cost in billionths: store/prices.py).
+MAX_REPORTED_TOKENS = 100_000_000
+
+
 def usage_from(reported: dict[str, Any] | None, prompt_estimate: int,
                completion_estimate: int) -> Usage:
-    """The provider's numbers under any of their usual names, else our estimate."""
+    """The provider's numbers under any of their usual names, else our estimate (also for a
+    number that is not a count from 0 to MAX_REPORTED_TOKENS)."""
     def pick(*names: str) -> int | None:
         for name in names:
             value = (reported or {}).get(name)
-            if type(value) is int and value >= 0:
+            if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS:
                 return value
         return None
 

@@ -12,7 +12,7 @@ from aichat.upstream import netpolicy
 from aichat.settings import system as settings
 from aichat.http.appkeys import cipher_key, config_key, db_key, resolver_key, user_key
 from aichat.store import models
-from aichat.http.bodies import MODEL_CREATE, MODEL_UPDATE
+from aichat.http.bodies import MODEL_CREATE, MODEL_UPDATE, PRICES
 from aichat.http.validate import path_id, read_json
 
 routes = web.RouteTableDef()
@@ -21,9 +21,13 @@ NOT_FOUND = "Model configuration"
 
 
 def model_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    """The fields present in `body`, checked by the create or the update declaration."""
-    fields = (MODEL_UPDATE if partial else MODEL_CREATE).parse(body)
-    return {k: v for k, v in fields.items() if v is not None}
+    """The fields present in `body`, checked by the create or the update declaration; in an
+    update, a price sent as null is kept (as None: remove it)."""
+    declared = MODEL_UPDATE if partial else MODEL_CREATE
+    fields = {k: v for k, v in declared.parse(body).items() if v is not None}
+    if partial:
+        fields.update({name: None for name in declared.nulls(body) if name in PRICES})
+    return fields
 
 
 async def _system_values(request: web.Request) -> dict[str, Any]:
@@ -57,7 +61,8 @@ async def _create(request: web.Request, owner_id: int | None, clash: str) -> web
         if await models.name_taken(tx, owner_id, fields["name"]):
             raise ApiError(409, clash)
         row = await models.create(tx, request.app[cipher_key], owner_id, fields["name"],
-                                  fields["apiUrl"], fields["apiKey"], fields["supportsImages"])
+                                  fields["apiUrl"], fields["apiKey"], fields["supportsImages"],
+                                  (fields.get(PRICES[0]), fields.get(PRICES[1])))
     return ok(row, "Model configuration created")
 
 

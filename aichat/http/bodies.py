@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from aichat.http.fields import (MIB, Body, Bool, Checked, Choice, Content, Field, Id, Images, Int,
+                               Price,
                                 Text, Url)
 from aichat.http.validate import Paging
 from aichat.security.accounts import (DIGIT, LETTER, PASSWORD_MIN_BYTES, USERNAME,
@@ -41,6 +42,11 @@ PASSWORD_CHANGE = Body(
 ROLE_CHANGE = Body("RoleChange", role=Choice(ROLES))
 
 
+PRICE_DOC = ("Price of a million {} tokens in the system `currency`, at most 6 decimals; "
+             "absent or null: none (rounds cost null). In an update, null removes it.")
+PRICES = ("inputPricePerMTok", "outputPricePerMTok")
+
+
 def _model(create: bool) -> dict[str, Field]:
     """A model config's fields: all but supportsImages required on create, none on update."""
     return {
@@ -50,6 +56,8 @@ def _model(create: bool) -> dict[str, Field]:
         "apiKey": Text(hi=4096, blank=True, required=create,
                        doc="Stored encrypted, never returned."),
         "supportsImages": Bool(required=False, default=False if create else None),
+        "inputPricePerMTok": Price(required=False, doc=PRICE_DOC.format("prompt")),
+        "outputPricePerMTok": Price(required=False, doc=PRICE_DOC.format("completion")),
     }
 
 

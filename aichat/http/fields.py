@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable
 
 from yarl import URL
@@ -128,6 +130,25 @@ class Int(Field):
 
     def type_schema(self) -> Schema:
         return integer(self.lo, self.hi)
+
+
+@dataclass(frozen=True)
+class Price(Field):
+    """A price per million tokens: a JSON number from 0 to `hi`, at most 6 decimals (stored
+    exactly, in millionths: store/prices.py)."""
+
+    hi: int = 1_000_000
+
+    def check(self, name: str, value: Any) -> float | int:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not 0 <= value <= self.hi
+                or -Decimal(str(value)).normalize().as_tuple().exponent > 6):  # type: ignore[operator]
+            raise ApiError(400, f"{name} must be a number from 0 to {self.hi} with at most "
+                                "6 decimals")
+        return value
+
+    def type_schema(self) -> Schema:
+        return {"type": "number", "minimum": 0, "maximum": self.hi}
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def _usage_and_settings_ops() -> list[Operation]:
             data=ref("SessionUsage"))),
         ("get", "/api/chat/sessions/usage", op(
             "listSessionsUsage", "usage", "Token totals per session with usage",
-            data=array(obj({"sessionId": ID, "totals": ref("Tokens")})))),
+            data=array(obj({"sessionId": ID, "totals": ref("Totals")})))),
         ("get", "/api/chat/usage/daily", op(
             "getDailyUsage", "usage", "Token usage per UTC day", errors=(404,),
             params=(query("from", MOMENT, "ISO date (from 00:00:00.000Z) or date-time; "

@@ -18,6 +18,10 @@ from aichat.settings.table import BY_KEY, RUNTIME
 MESSAGE_STATUSES = ("complete", "stopped", "error", "interrupted")  # sql/004_crash_safety.sql
 TOKENS: dict[str, Schema] = {"prompt_tokens": COUNT, "completion_tokens": COUNT,
                              "total_tokens": COUNT}
+COST: Schema = {"type": ["number", "null"], "minimum": 0,
+                "description": "In the system currency; null: no price known (docs/api.md §3)."}
+PRICE: Schema = {"type": ["number", "null"], "minimum": 0,
+                 "description": "Per million tokens, in the system currency; null: none."}
 _OUTPUT = {"bool": BOOL, "int": integer(), "text": STRING}
 
 
@@ -57,7 +61,8 @@ def _resource_schemas() -> dict[str, Schema]:
     user = obj({"id": ID, "username": STRING, "role": ref("Role")})
     model = obj({"id": ID, "userId": nullable(ID), "name": STRING, "apiUrl": STRING,
                  "apiKey": {"const": "", "description": "Always empty: keys never leave."},
-                 "supportsImages": BOOL, "createdAt": ref("Timestamp")})
+                 "supportsImages": BOOL, "createdAt": ref("Timestamp"),
+                 "inputPricePerMTok": PRICE, "outputPricePerMTok": PRICE})
     summary = obj({"id": ID, "userId": ID, "modelConfigId": ID, "title": STRING,
                    "createdAt": ref("Timestamp"),
                    "modelConfig": obj({"id": ID, "name": STRING, "supportsImages": BOOL}),
@@ -84,17 +89,18 @@ def _usage_schemas() -> dict[str, Schema]:
     context = {"prompt_tokens": COUNT, "context_limit": COUNT, "context_remaining": COUNT}
     return {
         "Tokens": obj(TOKENS),
+        "Totals": obj({**TOKENS, "cost": COST}),
         "RoundUsage": obj({**TOKENS, "context_limit": COUNT, "context_remaining": COUNT}),
         "Completion": obj({"content": STRING, "usage": nullable(ref("RoundUsage")),
                            "userMessageId": ID, "assistantMessage": nullable(ref("Message"))}),
         "SessionUsage": obj({
-            "totals": ref("Tokens"),
+            "totals": ref("Totals"),
             "last_round": nullable(obj({**TOKENS, "context_limit": nullable(COUNT),
                                         "createdAt": ref("Timestamp"), "model": STRING,
-                                        "provider": nullable(STRING)})),
+                                        "provider": nullable(STRING), "cost": COST})),
             "current": obj(context)}),
         "DailyUsage": obj({"from": ref("Timestamp"), "to": ref("Timestamp"), "rows": array(
-            obj({"date": {"type": "string", "format": "date"}, **TOKENS}))}),
+            obj({"date": {"type": "string", "format": "date"}, **TOKENS, "cost": COST}))}),
     }
 
 
@@ -124,7 +130,7 @@ def _service_schemas() -> dict[str, Schema]:
         "NewApiKey": extend(api_key, key={**STRING, "description": "Shown only here."}),
         "ApiUsage": obj({"from": ref("Timestamp"), "to": ref("Timestamp"), "rows": array(obj({
             "date": {"type": "string", "format": "date"}, "model": STRING,
-            "requests": COUNT, **TOKENS}))}),
+            "requests": COUNT, **TOKENS, "cost": COST}))}),
     }
 
 

@@ -46,6 +46,11 @@ def networks(text: str) -> None:
             raise ValueError(f"not an address or CIDR: {entry!r}") from None
 
 
+def _currency(text: str) -> None:
+    if not (text.isascii() and text.isalpha() and text.isupper()):
+        raise ValueError("must be three capital letters, e.g. USD")
+
+
 def _multi(config: Any) -> bool:
     return config.app_mode == "multi"
 
@@ -83,6 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
             runtime=True, runtime_default=_multi, shown="true in multi mode"),
     Setting("brand_text", "text", "AIChat", "the name the front end shows",
             lo=1, hi=40, runtime=True),
+    Setting("currency", "text", "USD",
+            "the currency of model prices and of costs (a three-letter code, e.g. `EUR`)",
+            lo=3, hi=3, runtime=True, check=_currency),
     Setting("default_admin_username", "text", None,
             "with `DEFAULT_ADMIN_PASSWORD`: an admin created at start when there are no users",
             ("DEFAULT_ADMIN_USERNAME",)),

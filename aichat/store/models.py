@@ -10,15 +10,19 @@ import sqlite3
 from typing import Any
 
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
+from aichat.store import prices
 from aichat.store.base import Reader, Transaction, found
 
 _COLUMNS = ("id, user_id AS \"userId\", name, api_url AS \"apiUrl\", '' AS \"apiKey\","
-            " supports_images AS \"supportsImages\", created_at AS \"createdAt\"")
+            " supports_images AS \"supportsImages\", created_at AS \"createdAt\","
+            " input_price_micros, output_price_micros")
 _NEWEST = "ORDER BY created_at DESC, id DESC"
 
 
 def _shape(row: dict[str, Any]) -> dict[str, Any]:
     row["supportsImages"] = bool(row["supportsImages"])
+    row["inputPricePerMTok"] = prices.from_micros(row.pop("input_price_micros"))
+    row["outputPricePerMTok"] = prices.from_micros(row.pop("output_price_micros"))
     return row
 
 
@@ -82,24 +86,39 @@ def _owner(owner_id: int | None) -> tuple[str, tuple[int, ...]]:
 
 
 async def create(tx: Transaction, cipher: KeyCipher, owner_id: int | None, name: str,
-                 api_url: str, api_key: str, supports_images: bool) -> dict[str, Any]:
+                 api_url: str, api_key: str, supports_images: bool,
+                 price: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
+    """`price`: per million (prompt, completion) tokens, each None if not set."""
     # The ciphertext is bound to the row id, which exists only after the insert.
     model_id = await tx.insert(
-        "INSERT INTO model_configs (user_id, name, api_url, api_key, supports_images)"
-        " VALUES (?, ?, ?, '', ?)", (owner_id, name, api_url, int(supports_images)))
+        "INSERT INTO model_configs (user_id, name, api_url, api_key, supports_images,"
+        " input_price_micros, output_price_micros) VALUES (?, ?, ?, '', ?, ?, ?)",
+        (owner_id, name, api_url, int(supports_images), *map(_micros, price)))
     await tx.execute("UPDATE model_configs SET api_key = ? WHERE id = ?",
                      (cipher.encrypt(api_key, model_aad(model_id)), model_id))
     return found(await get_owned(tx, model_id, owner_id))
 
 
+def _micros(price: float | None) -> int | None:
+    return None if price is None else prices.to_micros(price)
+
+
 async def update(tx: Transaction, cipher: KeyCipher, model_id: int,
                  changes: dict[str, Any]) -> None:
-    columns = {"name": "name", "apiUrl": "api_url", "supportsImages": "supports_images"}
+    """`changes` by field name; a price given as None is removed."""
+    columns = {"name": "name", "apiUrl": "api_url", "supportsImages": "supports_images",
+               "inputPricePerMTok": "input_price_micros",
+               "outputPricePerMTok": "output_price_micros"}
     sets, params = [], []
     for field, column in columns.items():
         if field in changes:
             sets.append(f"{column} = ?")
-            params.append(int(changes[field]) if field == "supportsImages" else changes[field])
+            value = changes[field]
+            if field == "supportsImages":
+                value = int(value)
+            elif column.endswith("_micros"):
+                value = _micros(value)
+            params.append(value)
     if "apiKey" in changes:
         sets.append("api_key = ?")
         params.append(cipher.encrypt(changes["apiKey"], model_aad(model_id)))
@@ -117,8 +136,8 @@ async def delete(tx: Transaction, model_id: int) -> None:
     await tx.execute("DELETE FROM model_configs WHERE id = ?", (model_id,))
 
 
-_FOR_ROUND = ("SELECT m.id, m.user_id, m.name, m.api_url, m.api_key, m.supports_images"
-              " FROM model_configs m")
+_FOR_ROUND = ("SELECT m.id, m.user_id, m.name, m.api_url, m.api_key, m.supports_images,"
+              " m.input_price_micros, m.output_price_micros FROM model_configs m")
 
 
 async def for_round(db: Reader, model_id: int) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from aichat.store import prices
 from aichat.store.base import Reader, Transaction, found
 
 
@@ -37,33 +38,41 @@ _FROM = {Source.CHAT: "session_id IS NOT NULL", Source.API: "session_id IS NULL"
 async def add(tx: Transaction, model: str, provider: str | None, usage: Usage, *,
         status: str, session_id: int | None = None, message_id: int | None = None,
         user_id: int | None = None, api_key_id: int | None = None,
-        context_limit: int | None = None) -> int:
+        context_limit: int | None = None, cost_nanos: int | None = None) -> int:
     """Insert a row (a store job): a chat round's with its session
     (its user comes from there), a /v1 request's with its user and key."""
     return await tx.insert(
         "INSERT INTO usage_metrics (user_id, session_id, message_id, api_key_id, model,"
         " provider, status, prompt_tokens, completion_tokens, total_tokens, context_limit,"
-        " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " estimated, cost_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, session_id, message_id, api_key_id, model, provider, status,
          usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, context_limit,
-         int(usage.estimated)))
+         int(usage.estimated), cost_nanos))
 
 
+# cost: the sum of the priced rows' costs; null when none of the rows had a price.
 _SUMS = ("COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
          " COALESCE(SUM(completion_tokens), 0) AS completion_tokens,"
-         " COALESCE(SUM(total_tokens), 0) AS total_tokens")
+         " COALESCE(SUM(total_tokens), 0) AS total_tokens, SUM(cost_nanos) AS cost")
+
+
+def _cost(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's `cost` (billionths, as summed or stored) as an amount of the currency."""
+    row["cost"] = prices.from_nanos(row["cost"])
+    return row
 
 
 async def session_totals(db: Reader, session_id: int) -> dict[str, int]:
-    return found(await db.one(f"SELECT {_SUMS} FROM usage_metrics WHERE session_id = ?",
-                              (session_id,)))
+    return _cost(found(await db.one(
+        f"SELECT {_SUMS} FROM usage_metrics WHERE session_id = ?", (session_id,))))
 
 
 async def last_round(db: Reader, session_id: int) -> dict[str, Any] | None:
-    return await db.one(
+    row = await db.one(
         "SELECT prompt_tokens, completion_tokens, total_tokens, context_limit,"
-        " created_at AS \"createdAt\", model, provider FROM usage_metrics WHERE session_id = ?"
-        " ORDER BY created_at DESC, id DESC LIMIT 1", (session_id,))
+        " created_at AS \"createdAt\", model, provider, cost_nanos AS cost FROM usage_metrics"
+        " WHERE session_id = ? ORDER BY created_at DESC, id DESC LIMIT 1", (session_id,))
+    return _cost(row) if row is not None else None
 
 
 async def per_session(db: Reader, user_id: int) -> list[dict[str, Any]]:
@@ -71,7 +80,7 @@ async def per_session(db: Reader, user_id: int) -> list[dict[str, Any]]:
         f"SELECT session_id AS \"sessionId\", {_SUMS} FROM usage_metrics"
         f" WHERE user_id = ? AND {_FROM[Source.CHAT]}"
         " GROUP BY session_id ORDER BY session_id DESC", (user_id,))
-    return [{"sessionId": r.pop("sessionId"), "totals": r} for r in rows]
+    return [{"sessionId": r.pop("sessionId"), "totals": _cost(r)} for r in rows]
 
 
 async def daily(db: Reader, user_id: int, start: str, end: str, source: Source, *,
@@ -82,7 +91,7 @@ async def daily(db: Reader, user_id: int, start: str, end: str, source: Source, 
     if session_id is not None:
         where, params = " AND session_id = ?", [*params, session_id]
     columns, groups = ("model, COUNT(*) AS requests, ", ", model") if per_model else ("", "")
-    return await db.all(
+    return [_cost(row) for row in await db.all(
         f"SELECT substr(created_at, 1, 10) AS date, {columns}{_SUMS} FROM usage_metrics"
         f" WHERE user_id = ? AND created_at BETWEEN ? AND ? AND {_FROM[source]}{where}"
-        f" GROUP BY date{groups} ORDER BY date{groups}", params)
+        f" GROUP BY date{groups} ORDER BY date{groups}", params)]
