@@ -9,10 +9,15 @@ from datetime import UTC, datetime, time, timedelta
 
 from aiohttp import web
 
+import csv
+import io
+
 from aichat.chat.context import HISTORY_MESSAGES, fit
 from aichat.chat.service import context_limit
+from aichat.http.access import admin_only
 from aichat.http.errors import ApiError, not_found, ok
-from aichat.http.appkeys import db_key, tokenizer_key, user_key
+from aichat.http.appkeys import config_key, db_key, tokenizer_key, user_key
+from aichat.settings import system as settings
 from aichat.store import messages, sessions, usage
 from aichat.timeutil import iso
 from aichat.http.validate import query_id, required_query_id
@@ -76,3 +81,49 @@ async def daily_usage(request: web.Request) -> web.Response:
     rows = await usage.daily(db, user.id, start_iso, end_iso, usage.Source.CHAT,
                              session_id=session_id)
     return ok({"from": start_iso, "to": end_iso, "rows": rows})
+
+
+@routes.get("/api/usage/summary")
+@admin_only
+async def usage_summary(request: web.Request) -> web.StreamResponse:
+    """Everyone's usage by user, model or UTC day (docs/api.md §6.4); CSV on `Accept:
+    text/csv`."""
+    start_iso, end_iso = date_range(request)
+    group_by = request.query.get("groupBy") or "user"
+    if group_by not in usage.SUMMARY_GROUPS:
+        raise ApiError(400, f"groupBy must be one of {', '.join(usage.SUMMARY_GROUPS)}")
+    app = request.app
+    rows = await usage.summary(app[db_key], start_iso, end_iso, group_by)
+    currency = (await settings.load(app[db_key].quick, app[config_key]))["currency"]
+    if "text/csv" in request.headers.get("Accept", ""):
+        return web.Response(body=_csv(rows, group_by).encode(), headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
+    return ok({"from": start_iso, "to": end_iso, "groupBy": group_by, "currency": currency,
+               "rows": rows})
+
+
+SUMMARY_KEYS = {"user": ["userId", "username"], "model": ["model"], "day": ["date"]}
+SUMMARY_NUMBERS = ["rounds", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]
+
+
+def _csv(rows: list[dict[str, object]], group_by: str) -> str:
+    """One header line, then a line per row; an unknown cost is an empty field."""
+    out = io.StringIO()
+    columns = SUMMARY_KEYS[group_by] + SUMMARY_NUMBERS
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in columns])
+    return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """A model name is anyone's text: one a spreadsheet would run as a formula is quoted."""
+    if value is None:
+        return ""
+    if isinstance(value, float):  # a cost, to the billionth: plain digits, no exponent
+        return f"{value:.9f}".rstrip("0").rstrip(".")
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

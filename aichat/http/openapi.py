@@ -19,7 +19,7 @@ from aichat.http.openapi_components import (openai_schemas, parameters, request_
                                             response_schemas, responses)
 from aichat.http.openapi_ops import (IDS, MOMENT, SSE, UNHEALTHY, Operation, op, paged,
                                      paged_by, query, v1_op)
-from aichat.http.schema import ID, STRING, Schema, array, nullable, obj, ref
+from aichat.http.schema import ID, STRING, Schema, array, enum, nullable, obj, ref
 
 
 def operations() -> list[Operation]:
@@ -157,6 +157,15 @@ def _usage_and_settings_ops() -> list[Operation]:
                     query("sessionId", {"anyOf": [ID, {"type": "string", "maxLength": 0}]},
                           "One session; absent or empty: all the caller's.")),
             data=ref("DailyUsage"))),
+        ("get", "/api/usage/summary", op(
+            "getUsageSummary", "usage", "Everyone's usage by user, model or UTC day",
+            access="admin",
+            params=(query("from", MOMENT, "As for /api/chat/usage/daily."),
+                    query("to", MOMENT, "As for /api/chat/usage/daily."),
+                    query("groupBy", enum(("user", "model", "day")), "Default `user`.")),
+            data=ref("UsageSummary"),
+            description="With `Accept: text/csv`: the rows as CSV (a header line; an "
+                        "unknown cost is an empty field).")),
         ("get", "/api/settings/system", op(
             "getSystemSettings", "settings", "System settings (any signed-in user)",
             data=ref("SystemSettings"))),

@@ -99,6 +99,13 @@ def _usage_schemas() -> dict[str, Schema]:
                                         "createdAt": ref("Timestamp"), "model": STRING,
                                         "provider": nullable(STRING), "cost": COST})),
             "current": obj(context)}),
+        "UsageSummary": obj({
+            "from": ref("Timestamp"), "to": ref("Timestamp"),
+            "groupBy": enum(("user", "model", "day")), "currency": STRING,
+            "rows": array({"type": "object", "additionalProperties": False, "properties": {
+                "userId": ID, "username": STRING, "model": STRING,
+                "date": {"type": "string", "format": "date"}, "rounds": COUNT, **TOKENS,
+                "cost": COST}})}),
         "DailyUsage": obj({"from": ref("Timestamp"), "to": ref("Timestamp"), "rows": array(
             obj({"date": {"type": "string", "format": "date"}, **TOKENS, "cost": COST}))}),
     }

@@ -95,3 +95,23 @@ async def daily(db: Reader, user_id: int, start: str, end: str, source: Source, 
         f"SELECT substr(created_at, 1, 10) AS date, {columns}{_SUMS} FROM usage_metrics"
         f" WHERE user_id = ? AND created_at BETWEEN ? AND ? AND {_FROM[source]}{where}"
         f" GROUP BY date{groups} ORDER BY date{groups}", params)]
+
+
+# The groupings of the admin summary: key columns, GROUP BY, ORDER BY.
+SUMMARY_GROUPS = {
+    "user": ('u.user_id AS "userId", users.username', "u.user_id, users.username",
+             "users.username, u.user_id"),
+    "model": ("u.model", "u.model", "u.model"),
+    "day": ("substr(u.created_at, 1, 10) AS date", "substr(u.created_at, 1, 10)", "date"),
+}
+
+
+async def summary(db: Reader, start: str, end: str, group_by: str) -> list[dict[str, Any]]:
+    """Every user's usage (chat rounds and /v1 requests) between two ISO timestamps,
+    grouped by user, model or UTC day: rounds, tokens and cost."""
+    columns, groups, order = SUMMARY_GROUPS[group_by]
+    sums = _SUMS.replace("SUM(", "SUM(u.")
+    return [_cost(row) for row in await db.all(
+        f"SELECT {columns}, COUNT(*) AS rounds, {sums} FROM usage_metrics u"
+        " JOIN users ON users.id = u.user_id WHERE u.created_at BETWEEN ? AND ?"
+        f" GROUP BY {groups} ORDER BY {order}", (start, end))]
