@@ -374,7 +374,8 @@ async def test_upgrade_from_the_first_migration_keeps_data(tmp_path, start, upst
         (question, "user", "old question", "complete"),
         (answer, "assistant", "old answer", "complete")]
     usage = await api.ok("GET", "/api/chat/usage", user, params={"sessionId": str(session_id)})
-    assert usage["totals"] == {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    assert usage["totals"] == {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25,
+                               "cost": None}
 
     with closing(sqlite3.connect(path)) as check:
         versions = check.execute("SELECT version, name FROM schema_version ORDER BY version")

@@ -251,8 +251,9 @@ async def test_an_outdated_source_is_refused_and_not_written(tmp_path, pg_url):
     before = path.read_bytes()
     result = run_cli(str(path), "migrate-to", pg_url)
     assert result.returncode == 1
-    assert "schema version 8, this aichat's is 9: start this version of aichat on it" in \
-        result.stderr
+    latest = len(transfer.migration_files(transfer.SQL_DIR))
+    assert (f"schema version 8, this aichat's is {latest}: start this version of aichat on it"
+            in result.stderr)
     assert path.read_bytes() == before
     assert await pg_counts(pg_url) == {}  # not even the schema was created
 
