@@ -20,6 +20,7 @@ may already treat it as dead. It then reconnects under a new number.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,6 +29,7 @@ from aichat.chat.outcome import CancelReason
 from aichat.security import ratelimit
 from aichat.store import checkpoints
 from aichat.store import cluster as shared
+from aichat.store.base import Unavailable
 from aichat.store.postgres import Database, asyncpg
 
 if TYPE_CHECKING:
@@ -102,12 +104,12 @@ class Cluster:
     async def _rejoin(self) -> None:
         if self._registry is not None:
             await self._registry.cancel_all(CancelReason.SHUTDOWN)
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             await asyncio.sleep(RECONNECT_WAIT_S[min(attempt, len(RECONNECT_WAIT_S) - 1)])
             try:
                 await self._connect()
                 return
-            except (OSError, asyncpg.PostgresError) as e:
+            except Exception as e:  # refused, reset, starting up: try again
                 log.warning("PostgreSQL still unreachable: %s", type(e).__name__)
 
     async def _janitor(self) -> None:
@@ -164,7 +166,10 @@ class Cluster:
     async def claim(self, user_id: int, session_id: int | None,
                     limit: int) -> tuple[int | None, bool]:
         """(A slot for the user's new round or None, whether the session's round runs on
-        another instance)."""
+        another instance). Unavailable (503) while this instance rejoins: under its old
+        number the others already count it dead."""
+        if self._conn is None:
+            raise Unavailable("this instance is reconnecting to the database")
         return await shared.claim(self.db, self.instance, user_id, session_id, limit)
 
     async def release_claim(self, claim_id: int) -> None:
