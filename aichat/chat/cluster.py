@@ -26,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from aichat.chat.outcome import CancelReason
+from aichat.chat.registry import GUARD_WINDOW_S
 from aichat.security import ratelimit
 from aichat.store import checkpoints
 from aichat.store import cluster as shared
@@ -228,4 +229,5 @@ class Cluster:
 
     async def take_guard(self, session_id: int, content: str,
                          reasons: tuple[str, ...]) -> dict[str, Any] | None:
-        return await self.db.run(shared.take_guard, session_id, content, reasons)
+        return await self.db.run(shared.take_guard, session_id, content, reasons,
+                                 GUARD_WINDOW_S)

@@ -66,7 +66,7 @@ async def recover(tx: Transaction, count_tokens: Callable[[str], int],
                   instance: int | None = None) -> list[dict[str, Any]]:
     """Turn rounds cut off by a crash into 'interrupted' replies (text kept) with usage rows:
     every leftover, or only those of a dead `instance`."""
-    where, params = ("", ()) if instance is None else (" WHERE c.instance_id = ?", (instance,))
+    where, params = ("", ()) if instance is None else (" WHERE instance_id = ?", (instance,))
     leftovers = await tx.all(
         "SELECT c.session_id, c.user_message_id, c.regenerate, c.model, c.provider,"
         " c.prompt_tokens, c.context_limit, c.content, c.reasoning FROM round_checkpoints c"
@@ -91,5 +91,5 @@ async def recover(tx: Transaction, count_tokens: Callable[[str], int],
                         status=INTERRUPTED, session_id=row["session_id"],
                         message_id=message_id, context_limit=row["context_limit"])
         row["message_id"] = message_id
-    await tx.execute(f"DELETE FROM round_checkpoints{where.replace('c.', '')}", params)
+    await tx.execute(f"DELETE FROM round_checkpoints{where}", params)
     return leftovers

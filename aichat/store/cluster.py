@@ -14,7 +14,6 @@ from aichat.store.base import Reader, Transaction, found
 
 INSTANCE = 1  # advisory lock class: (INSTANCE, instance number)
 CHANNEL = "aichat"  # LISTEN/NOTIFY: chat/cluster.py
-GUARD_WINDOW_S = 10.0
 
 _DEAD = "instance_id <> ? AND pg_try_advisory_xact_lock(1, instance_id)"
 
@@ -67,10 +66,10 @@ async def running_elsewhere(tx: Transaction, me: int, column: str, value: int) -
                           " LIMIT 1", (value, me)) is not None
 
 
-async def take_guard(tx: Transaction, session_id: int, content: str,
-                     reasons: tuple[str, ...]) -> dict[str, Any] | None:
+async def take_guard(tx: Transaction, session_id: int, content: str, reasons: tuple[str, ...],
+                     window_s: float) -> dict[str, Any] | None:
     """The session's latest streamed round if a re-send of `content` duplicates it: ended
-    within the window for one of `reasons`, not used by a guard before (now it is)."""
+    within `window_s` for one of `reasons`, not used by a guard before (now it is)."""
     marks = ", ".join("?" for _ in reasons)
     return await tx.one(
         "UPDATE round_ends SET guard_used = 1 WHERE session_id = ? AND guard_used = 0"
@@ -78,7 +77,7 @@ async def take_guard(tx: Transaction, session_id: int, content: str,
         " AND ended_at > extract(epoch FROM clock_timestamp()) - CAST(? AS DOUBLE PRECISION)"
         " AND EXISTS (SELECT 1 FROM messages m WHERE m.id = round_ends.user_message_id"
         " AND m.content = ?) RETURNING user_message_id, assistant_message_id",
-        (session_id, *reasons, GUARD_WINDOW_S, content))
+        (session_id, *reasons, window_s, content))
 
 
 async def sweep(tx: Transaction, me: int, drained_after_s: float) -> None:
