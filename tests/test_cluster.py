@@ -231,10 +231,12 @@ async def test_postgresql_restarting_ends_streams_clearly_and_the_server_recover
         await reader.rest(timeout=20)  # the stream ends: it does not hang on a dead database
     assert reader.events[-1]["type"] in ("stop", "error")
 
-    async def answers() -> bool:  # the pool reconnects by itself
-        status, _ = await chat.api.call("GET", "/api/sessions", chat.user)
+    async def healthy() -> bool:  # the pool reconnects, the instance rejoins, by themselves
+        status, _ = await chat.api.call("GET", "/api/health")
         return status == 200
-    await until(answers, timeout=30)
+    await until(healthy, timeout=30)
+    status, _ = await chat.api.call("GET", "/api/sessions", chat.user)
+    assert status == 200
     kept = await chat.rows("SELECT role, content FROM messages ORDER BY id")
     assert kept[0] == ("user", "before the restart")  # written before: kept
     chat.upstream.queue(Reply(tokens=["after"]))

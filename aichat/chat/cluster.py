@@ -58,6 +58,11 @@ class Cluster:
 
     # --- life ---
 
+    @property
+    def joined(self) -> bool:
+        """Whether this instance holds its number (false while it rejoins after a loss)."""
+        return self._conn is not None
+
     async def start(self, registry: Registry) -> None:
         self._registry = registry
         await self._connect()
@@ -169,7 +174,7 @@ class Cluster:
         """(A slot for the user's new round or None, whether the session's round runs on
         another instance). Unavailable (503) while this instance rejoins: under its old
         number the others already count it dead."""
-        if self._conn is None:
+        if not self.joined:
             raise Unavailable("this instance is reconnecting to the database")
         return await shared.claim(self.db, self.instance, user_id, session_id, limit)
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from aichat import __version__
 from aichat.http.access import public
 from aichat.http.errors import json_response, ok
-from aichat.http.appkeys import config_key, db_key
+from aichat.http.appkeys import config_key, db_key, registry_key
 from aichat.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,12 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _unhealthy(reason: str) -> web.Response:
+    return json_response({"success": False, "error": "Service is unhealthy",
+                          "data": {"status": "unhealthy", "timestamp": now_iso(),
+                                   "error": reason}}, 503)
+
+
 @routes.get("/api/settings/health")
 @routes.get("/api/health")
 @public
@@ -37,10 +43,10 @@ async def health(request: web.Request) -> web.Response:
         await request.app[db_key].ping()
     except Exception as e:  # a health check reports faults instead of raising them
         log.warning("health check: database unavailable: %s", e)
-        body = {"success": False, "error": "Service is unhealthy",
-                "data": {"status": "unhealthy", "timestamp": now_iso(),
-                         "error": "database unavailable"}}
-        return json_response(body, 503)
+        return _unhealthy("database unavailable")
+    cluster = request.app[registry_key].cluster
+    if cluster is not None and not cluster.joined:  # it refuses new rounds meanwhile
+        return _unhealthy("rejoining the other instances")
     return ok({"status": "healthy", "timestamp": now_iso(), "version": __version__,
                "database": "connected", "memory": {"rss": rss_bytes()}})
 
