@@ -20,18 +20,20 @@ from aichat.settings.config import Config, ConfigError
 from aichat.http.cors import setup_cors
 from aichat.http.errors import ApiError
 from aichat.handlers import auth as auth_handlers
-from aichat.handlers import chat, api_keys as keys, meta, models, openapi, sessions, usage, users
+from aichat.handlers import chat, api_keys as keys, meta, models, openapi, quotas as quota_handlers
+from aichat.handlers import sessions, usage, users
 from aichat.handlers import settings as settings_handlers
-from aichat.http.appkeys import (cipher_key, config_key, db_key, hasher_key, http_key, limiter_key,
-                                 registry_key, resolver_key, tokenizer_key, tokens_key,
-                                 trusted_proxies_key)
+from aichat.http.appkeys import (cipher_key, clock_key, config_key, db_key, hasher_key,
+                                 http_key, limiter_key, registry_key, resolver_key,
+                                 tokenizer_key, tokens_key, trusted_proxies_key)
 from aichat.http.middlewares import auth_middleware, error_middleware
 from aichat.security.ratelimit import FailureLimiter, SharedFailureLimiter, parse_networks
 from aichat.security import secrets_file
 from aichat.security.crypto import KeyCipher
 from aichat.security.passwords import PasswordHasher
 from aichat.security.jwt_tokens import TokenService
-from aichat.store import checkpoints
+from aichat.store import checkpoints, quotas
+from aichat.timeutil import Clock
 from aichat.v1 import create_v1_app
 from aichat.store import db as database
 from aichat.store import users as users_store
@@ -54,6 +56,7 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
         app[resolver_key] = resolver
     app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
     app[registry_key] = Registry()
+    app[clock_key] = Clock()
     app[limiter_key] = FailureLimiter(address_limit=config.login_address_limit,
                                       pair_limit=config.login_account_limit)
     app[trusted_proxies_key] = parse_networks(config.trusted_proxies)
@@ -61,7 +64,7 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, cluster_ctx, http_ctx, checkpoint_ctx])
     app.on_shutdown.append(stop_rounds)
     for module in (auth_handlers, users, models, sessions, chat, usage, keys, settings_handlers,
-                   meta, openapi):
+                   quota_handlers, meta, openapi):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
     app.add_subapp("/v1", create_v1_app())  # after CORS: SDK clients are not browsers
@@ -92,6 +95,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
             if recovered:
                 log.warning("recovered %d round(s) cut off by an unclean stop; their partial "
                             "replies are kept as 'interrupted'", len(recovered))
+            await db.run(quotas.clear_holds)  # this process was the only one holding
         await bootstrap_admin(app, db, config)
         app[db_key] = db
         yield

@@ -15,3 +15,16 @@ def iso(moment: datetime) -> str:
 
 def now_iso() -> str:
     return iso(datetime.now(UTC))
+
+
+class Clock:
+    """The time the quotas see (docs/api.md §9): now, unless a test has `set` another."""
+
+    def __init__(self) -> None:
+        self._fixed: datetime | None = None
+
+    def now(self) -> datetime:
+        return self._fixed if self._fixed is not None else datetime.now(UTC)
+
+    def set(self, moment: datetime | None) -> None:
+        self._fixed = moment

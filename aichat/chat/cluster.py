@@ -178,6 +178,9 @@ class Cluster:
             raise Unavailable("this instance is reconnecting to the database")
         return await shared.claim(self.db, self.instance, user_id, session_id, limit)
 
+    async def rounds_of(self, user_id: int) -> int:
+        return await shared.rounds_of(self.db, user_id)
+
     async def release_claim(self, claim_id: int) -> None:
         await self.db.run(shared.release, claim_id)
 

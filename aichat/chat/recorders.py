@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol, TypeVar
 
 from aichat.chat.call import UpstreamCall
 from aichat.chat.outcome import Status
 from aichat.chat.reply import Reply
-from aichat.store import checkpoints, messages, usage
+from aichat.chat.quota import Hold
+from aichat.store import checkpoints, messages, quotas, usage
 from aichat.store.db import Database, Transaction
 from aichat.store.usage import Usage
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,8 @@ class Turn:
 
 
 class Recorder(Protocol):
+    hold: Hold  # the prompt held against the quotas: released with the usage row
+
     def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
         """The reply so far for the checkpoint table, if it grew since the last one."""
 
@@ -42,9 +47,30 @@ class Recorder(Protocol):
         non-streamed round left."""
 
 
+async def _with_hold(db: Database, write: Callable[[Transaction], Awaitable[T]],
+                     hold: Hold) -> T:
+    """`write` and the hold's release in one commit: the round's tokens count once, as
+    held or as used, never both or neither."""
+    hold_id = hold.take()
+
+    async def job(tx: Transaction) -> T:
+        result = await write(tx)
+        if hold_id is not None:
+            await quotas.release(tx, hold_id)
+        return result
+
+    try:
+        return await db.run(job)
+    except BaseException:
+        hold.put_back(hold_id)  # the round releases it as it ends
+        raise
+
+
 class ChatRecorder:
-    def __init__(self, db: Database, call: UpstreamCall, turn: Turn, token_mode: str) -> None:
+    def __init__(self, db: Database, call: UpstreamCall, turn: Turn, token_mode: str,
+                 hold: Hold) -> None:
         self.db, self.call, self.turn, self.token_mode = db, call, turn, token_mode
+        self.hold = hold
         self.provider = call.provider_host
         # How many text and reasoning parts the checkpoints already hold: each checkpoint
         # appends only the parts after these.
@@ -84,7 +110,7 @@ class ChatRecorder:
                             context_limit=self.call.context_limit, cost_nanos=cost)
             return message_id
 
-        return await self.db.run(write)
+        return await _with_hold(self.db, write, self.hold)
 
     async def discard(self) -> None:
         await self.db.run(checkpoints.clear, self.turn.session_id)
@@ -92,19 +118,21 @@ class ChatRecorder:
 
 class ApiRecorder:
     def __init__(self, db: Database, call: UpstreamCall, user_id: int,
-                 api_key_id: int | None) -> None:
+                 api_key_id: int | None, hold: Hold) -> None:
         self.db, self.call, self.user_id, self.api_key_id = db, call, user_id, api_key_id
         self.provider = call.provider_host
+        self.hold = hold
 
     def checkpoint_row(self, reply: Reply) -> None:
         return None  # nothing to recover into: a /v1 reply is never stored
 
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
                    text_tokens: int) -> None:
-        await self.db.run(functools.partial(
-            usage.add, status=status, user_id=self.user_id, api_key_id=self.api_key_id,
+        await _with_hold(self.db, functools.partial(
+            usage.add, model=self.call.model_name, provider=self.provider, usage=counted,
+            status=status, user_id=self.user_id, api_key_id=self.api_key_id,
             cost_nanos=self.call.cost_nanos(counted.prompt_tokens, counted.completion_tokens)),
-            self.call.model_name, self.provider, counted)
+            self.hold)
 
     async def discard(self) -> None:
         pass  # nothing was written while it ran

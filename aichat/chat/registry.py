@@ -86,6 +86,12 @@ class Registry:
             del self._running[round_.key]
             self._uncount(round_.user_id)
 
+    async def streams_of(self, user_id: int) -> int:
+        """The user's rounds running now, on every instance."""
+        if self.cluster is not None:
+            return await self.cluster.rounds_of(user_id)
+        return self._per_user.get(user_id, 0)
+
     def _uncount(self, user_id: int) -> None:
         _decrement(self._per_user, user_id)
 

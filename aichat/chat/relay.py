@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 from aiohttp import web
 
@@ -14,13 +14,17 @@ from aichat.sse import SSEWriter
 
 
 async def begin(request: web.Request, round_: Round,
-                sink: Callable[[SSEWriter], Sink] = lambda writer: writer) -> SSEWriter | None:
-    """Send the headers, then start the round with its events going to `sink(writer)`.
+                sink: Callable[[SSEWriter], Sink] = lambda writer: writer,
+                headers: Mapping[str, str] | None = None) -> SSEWriter | None:
+    """Send the headers (the stream's and `headers`), then start the round with its events
+    going to `sink(writer)`.
 
     None if the client left before the headers went out (the round is not started).
     """
     writer = SSEWriter(request, round_.settings.heartbeat_s,
                        on_gone=lambda: round_.cancel(CancelReason.DISCONNECT))
+    if headers:
+        writer.response.headers.update(headers)
     try:
         await writer.start()
     except (ConnectionError, RuntimeError):

@@ -90,6 +90,7 @@ class Round:
     # --- control ---
 
     def start(self) -> None:
+        self.recorder.hold.owned = True  # released as the round ends, whatever happens
         self.task = asyncio.create_task(self._run(), name=f"round-{self.key}")
         self.engine.registry.add(self)
 
@@ -149,6 +150,10 @@ class Round:
             self.ended_at = time.monotonic()
             self.engine.registry.remove(self)
             try:
+                try:
+                    await self.recorder.hold.release()  # unless the usage row's commit did
+                except Exception as e:  # the database is away: a restart or sweep frees it
+                    log.warning("round %s could not release its quota hold: %s", self.key, e)
                 await self.engine.registry.released(self)
             finally:
                 self.done.set()

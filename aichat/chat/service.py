@@ -8,14 +8,17 @@ message.
 from __future__ import annotations
 
 import functools
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping, cast
+from typing import Any, AsyncIterator, Mapping, cast
 
 from aiohttp import web
 
 from aichat.chat.attempts import Waits
 from aichat.chat.call import UpstreamCall
-from aichat.chat.context import HISTORY_MESSAGES, fit
+from aichat.chat import quota
+from aichat.chat.context import HISTORY_MESSAGES, Context, fit
+from aichat.chat.quota import Hold, Limits
 from aichat.chat.recorders import ChatRecorder, Turn
 from aichat.chat.request import ChatRequest, Image, RegenerateRequest
 from aichat.chat.round import Engine, Round
@@ -26,6 +29,7 @@ from aichat.settings import system as settings
 from aichat.settings.system import StreamSettings
 from aichat.store import messages, models
 from aichat.store import settings as settings_store
+from aichat.store.quotas import Ask
 from aichat.store.users import User
 
 TEMPERATURE = 0.7
@@ -43,6 +47,11 @@ class Prepared:
     images: list[Image] = field(default_factory=list)
     user_message_id: int | None = None  # set for regenerate (the existing message)
     user_tokens: int | None = None
+    hold: Hold = field(default_factory=Hold)  # its prompt against the quotas, once admitted
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.of(self.user, self.settings)
 
 
 def user_turn(content: str, images: list[Image]) -> dict[str, Any]:
@@ -105,25 +114,52 @@ async def context_limit(app: web.Application, user_id: int) -> int:
         app[config_key].default_context_token_limit
 
 
+async def _user_tokens(app: web.Application, prepared: Prepared) -> int:
+    if prepared.user_tokens is None:
+        prepared.user_tokens = await app[tokenizer_key].count_async(prepared.content)
+    return prepared.user_tokens
+
+
+async def _context(app: web.Application, prepared: Prepared, tokens: int) -> Context:
+    """The messages that fit before the new one: all of the session's (a new message is
+    not stored yet) or those before the message regenerated."""
+    history = await messages.history(app[db_key].quick, prepared.session_id,
+                                     prepared.user_message_id, HISTORY_MESSAGES)
+    return await fit(app[tokenizer_key], history, await context_limit(app, prepared.user.id),
+                     tokens)
+
+
+@asynccontextmanager
+async def admitted(app: web.Application, prepared: Prepared) -> AsyncIterator[None]:
+    """The user's quotas (429 before anything is stored), counting the prompt as the context
+    stands now; the round opened inside takes the hold (chat/quota.py)."""
+    limits = prepared.limits
+    tokens = cost = 0
+    if limits.holds:
+        tokens = (await _context(app, prepared, await _user_tokens(app, prepared))).prompt_tokens
+        cost = quota.prompt_cost(prepared.model, tokens)
+    ask = Ask(prepared.user.id, 0, tokens, cost, request=True, hold=True)
+    async with quota.admitted(app, limits, ask, prepared.settings.currency) as admission:
+        prepared.hold = admission.hold
+        yield
+
+
 async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool) -> Round:
     """Store the user message (unless regenerating) and build the round; not started yet."""
     db, tokenizer = app[db_key], app[tokenizer_key]
-    tokens = prepared.user_tokens
-    if tokens is None:
-        tokens = await tokenizer.count_async(prepared.content)
+    tokens = await _user_tokens(app, prepared)
+    # Read before the new message is stored: the same history either way.
+    context = await _context(app, prepared, tokens)
     message_id, regenerate = prepared.user_message_id, prepared.user_message_id is not None
     if message_id is None:
         message_id = await db.run(functools.partial(
             messages.add, session_id=prepared.session_id, role="user",
             content=prepared.content, tokens=(tokens, tokenizer.mode)))
-    history = await messages.history(db.quick, prepared.session_id, message_id,
-                                     HISTORY_MESSAGES)
-    context = await fit(tokenizer, history, await context_limit(app, prepared.user.id), tokens)
     call = UpstreamCall(prepared.model,
                         [*context.history, user_turn(prepared.content, prepared.images)],
                         {"temperature": TEMPERATURE}, bool(prepared.images),
                         context.prompt_tokens, context.limit)
     turn = Turn(prepared.session_id, message_id, prepared.content, regenerate)
-    return Round(engine(app), call, ChatRecorder(db, call, turn, tokenizer.mode),
+    return Round(engine(app), call, ChatRecorder(db, call, turn, tokenizer.mode, prepared.hold),
                  settings=prepared.settings, user_id=prepared.user.id, turn=turn,
                  streamed=streamed)

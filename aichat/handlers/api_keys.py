@@ -39,7 +39,7 @@ async def create_key(request: web.Request) -> web.Response:
         if await api_keys.count(tx, user.id) >= MAX_KEYS:
             raise ApiError(400, f"At most {MAX_KEYS} API keys per user; revoke one first")
         row = await api_keys.create(tx, user.id, name, key[:PREFIX_CHARS], hash_key(key),
-                                   expires)
+                                   expires, fields["tokensPerMonth"])
     return ok({**row, "key": key}, "API key created: copy it now, it is not shown again")
 
 

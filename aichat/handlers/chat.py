@@ -27,12 +27,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _setting_up(app: web.Application, prepared: service.Prepared) -> AsyncIterator[None]:
-    """The user's concurrency cap (429 before anything is stored), then the session's turn."""
-    registry, limit = app[registry_key], prepared.settings.max_streams
+    """The user's concurrency cap and quotas (429 before anything is stored), then the
+    session's turn."""
+    registry, limit = app[registry_key], prepared.limits.max_streams
     refusal = (f"Too many chats are generating at once (limit {limit}); stop one or wait for "
                "it to finish")
     async with registry.booked(prepared.user.id, limit, refusal, prepared.session_id), \
-            registry.reserve(prepared.session_id):
+            service.admitted(app, prepared), registry.reserve(prepared.session_id):
         yield
 
 

@@ -13,6 +13,7 @@ from aichat.security.passwords import PasswordHasher
 from aichat.security.jwt_tokens import TokenService
 from aichat.store.db import Database
 from aichat.store.users import User
+from aichat.timeutil import Clock
 
 if TYPE_CHECKING:  # these modules import the keys themselves
     from aichat.chat.registry import Registry
@@ -30,4 +31,5 @@ tokenizer_key: web.AppKey[Tokenizer] = web.AppKey("tokenizer")
 resolver_key = web.AppKey("resolver", AbstractResolver)
 limiter_key: web.AppKey[FailureLimiter] = web.AppKey("limiter")
 trusted_proxies_key = web.AppKey("trusted_proxies", list)
+clock_key = web.AppKey("clock", Clock)
 user_key = web.RequestKey("user", User)

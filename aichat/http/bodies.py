@@ -16,7 +16,7 @@ from aichat.http.validate import Paging
 from aichat.security.accounts import (DIGIT, LETTER, PASSWORD_MIN_BYTES, USERNAME,
                                       valid_password, valid_username)
 from aichat.security.passwords import MAX_BYTES
-from aichat.settings.table import RUNTIME, Setting
+from aichat.settings.table import BY_KEY, MAX_TOKENS, RUNTIME, Setting
 
 ROLES = ("ADMIN", "USER")
 THEMES = ("light", "dark", "system")
@@ -79,7 +79,29 @@ PERSONAL_SETTINGS = Body("PersonalSettingsUpdate",
                          context_token_limit=Int(lo=1000, hi=32000, required=False),
                          theme=Choice(THEMES, required=False))
 API_KEY_CREATE = Body("ApiKeyCreate", name=Text(hi=100),
-                      expiresInDays=Int(lo=1, hi=3650, required=False))
+                      expiresInDays=Int(lo=1, hi=3650, required=False),
+                      tokensPerMonth=Int(lo=1, hi=MAX_TOKENS, required=False,
+                                         doc="The key's own token limit per UTC calendar "
+                                             "month, within its owner's (docs/api.md §9)."))
+
+
+def _limit(key: str) -> Field:
+    row = BY_KEY[key]
+    assert row.hi is not None
+    if row.kind == "money":
+        return Price(hi=row.hi, required=False)
+    return Int(lo=row.lo, hi=row.hi, required=False)
+
+
+# docs/api.md §9: a user's own limits, each the system default's range.
+USER_LIMITS = Body(
+    "UserLimits",
+    "Partial: an absent key keeps the user's limit; `null` returns it to the system default.",
+    requestsPerMinute=_limit("default_requests_per_minute"),
+    tokensPerDay=_limit("default_tokens_per_day"),
+    tokensPerMonth=_limit("default_tokens_per_month"),
+    costPerMonth=_limit("default_cost_per_month"),
+    maxConcurrentStreams=_limit("max_concurrent_streams"))
 
 
 def setting_field(row: Setting) -> Field:
@@ -91,6 +113,9 @@ def setting_field(row: Setting) -> Field:
         return Int(lo=row.lo, hi=row.hi, required=False)
     if row.kind == "choice":
         return Choice(row.choices, required=False)
+    if row.kind == "money":
+        assert row.hi is not None
+        return Price(hi=row.hi, required=False)
     return Text(lo=row.lo, hi=row.hi, blank=row.lo == 0, rule=row.check, typed=False,
                 required=False)
 
@@ -105,7 +130,7 @@ SYSTEM_SETTINGS = Body(
 
 ALL = (CREDENTIALS, REGISTRATION, PASSWORD_CHANGE, ROLE_CHANGE, MODEL_CREATE, MODEL_UPDATE,
        SESSION_CREATE, SESSION_RENAME, SESSION_REF, CHAT, REGENERATE, PERSONAL_SETTINGS,
-       API_KEY_CREATE, SYSTEM_SETTINGS)
+       API_KEY_CREATE, SYSTEM_SETTINGS, USER_LIMITS)
 
 USERS_PAGE = Paging(default_limit=10, max_limit=100)
 SESSIONS_PAGE = Paging(default_limit=20, max_limit=100)

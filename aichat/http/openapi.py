@@ -58,6 +58,19 @@ def _account_ops() -> list[Operation]:
         ("delete", "/api/users/{id}", op(
             "deleteUser", "users", "Delete a user and all they own", access="admin",
             params=IDS, description="Not oneself, nor the last ADMIN.")),
+        ("get", "/api/users/{id}/limits", op(
+            "getUserLimits", "quotas", "A user's own limits, the defaults and those in force",
+            access="admin", params=IDS, data=ref("UserLimitsView"))),
+        ("put", "/api/users/{id}/limits", op(
+            "setUserLimits", "quotas", "Set a user's own limits (partial; null: the default)",
+            access="admin", params=IDS, body=bodies.USER_LIMITS, data=ref("UserLimitsView"))),
+        ("get", "/api/users/{id}/quota", op(
+            "getUserQuota", "quotas", "Where a user stands against their limits",
+            access="admin", params=IDS, data=ref("Quota"))),
+        ("get", "/api/quota", op(
+            "getQuota", "quotas", "Where the caller stands against their limits",
+            data=ref("Quota"), description="Minutes, days and months are UTC calendar "
+                                           "periods; `reserved` is held by rounds in flight.")),
     ]
 
 
@@ -245,8 +258,8 @@ def spec() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": name} for name in ("auth", "users", "models", "sessions", "chat",
-                                             "usage", "keys", "settings", "service",
-                                             "openai")],
+                                             "usage", "quotas", "keys", "settings",
+                                             "service", "openai")],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -22,13 +22,17 @@ COST: Schema = {"type": ["number", "null"], "minimum": 0,
                 "description": "In the system currency; null: no price known (docs/api.md §3)."}
 PRICE: Schema = {"type": ["number", "null"], "minimum": 0,
                  "description": "Per million tokens, in the system currency; null: none."}
-_OUTPUT = {"bool": BOOL, "int": integer(), "text": STRING}
+_OUTPUT = {"bool": BOOL, "int": integer(), "text": STRING, "money": {"type": "number"}}
 
 
 def setting_output(kind: str, choices: tuple[str, ...]) -> Schema:
     """What GET /api/settings/system returns for a setting: its type only, since a value stored
     before a range was narrowed is still served as it is."""
     return _OUTPUT.get(kind) or enum(choices)
+
+
+def _nullable_if(condition: bool, schema: Schema) -> Schema:
+    return nullable(schema) if condition else schema
 
 
 def request_schemas() -> dict[str, Schema]:
@@ -115,14 +119,27 @@ def _service_schemas() -> dict[str, Schema]:
     """Settings, service routes and API keys."""
     source = {**enum(SOURCES), "description": "`admin`: stored by an admin (PUT null deletes "
               "it); `env`: its environment variable; `default`: the built-in or per-mode one."}
-    system = {**{row.key: setting_output(row.kind, row.choices) for row in RUNTIME},
+    system = {**{row.key: _nullable_if(row.default is None and row.runtime_default is None,
+                                       setting_output(row.kind, row.choices))
+                 for row in RUNTIME},
               "app_mode": ref("AppMode"), "max_context_tokens": integer(),
               "sources": obj({row.key: source for row in RUNTIME})}
     index = obj({"name": {"const": "aichat"}, "version": STRING, "routes": array(STRING)})
     api_key = obj({"id": ID, "name": STRING, "prefix": STRING, "createdAt": ref("Timestamp"),
                    "lastUsedAt": nullable(ref("Timestamp")),
-                   "expiresAt": nullable(ref("Timestamp"))})
+                   "expiresAt": nullable(ref("Timestamp")),
+                   "tokensPerMonth": nullable(integer())})
+    count, amount = nullable(integer()), nullable({"type": "number"})
+    limits = obj({"requestsPerMinute": count, "tokensPerDay": count, "tokensPerMonth": count,
+                  "costPerMonth": amount, "maxConcurrentStreams": count})
+    meter = obj({"limit": nullable({"type": "number"}), "used": {"type": "number"},
+                 "reserved": {"type": "number"}, "remaining": nullable({"type": "number"}),
+                 "resetsAt": nullable(ref("Timestamp"))})
     return {
+        "UserLimitsView": extend(limits, defaults=limits, effective=limits),
+        "Quota": obj({"currency": STRING, "limits": obj({
+            name: meter for name in ("requestsPerMinute", "tokensPerDay", "tokensPerMonth",
+                                     "costPerMonth", "maxConcurrentStreams")})}),
         "SystemSettings": obj(system),
         "PersonalSettings": obj({"context_token_limit": integer(),
                                  "theme": enum(bodies.THEMES)}),

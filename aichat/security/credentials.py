@@ -38,6 +38,7 @@ def hash_key(key: str) -> str:
 class Principal:
     user: User
     api_key_id: int | None = None
+    key_tokens_per_month: int | None = None  # the key's own limit (docs/api.md §9)
 
 
 async def identify(app: Mapping[Any, Any], header: str | None, *,
@@ -73,7 +74,7 @@ async def _by_key(db: Any, key: str) -> Principal:
     stale = iso(datetime.now(UTC) - _TOUCH_EVERY)
     if row["last_used_at"] is None or row["last_used_at"] < stale:
         await db.run(api_keys.touch, row["id"])
-    return Principal(user, row["id"])
+    return Principal(user, row["id"], row["tokens_per_month"])
 
 
 async def authenticate(app: Mapping[Any, Any], header: str | None) -> User:

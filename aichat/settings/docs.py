@@ -34,6 +34,8 @@ def allowed(row: Setting) -> str:
     """The values a setting accepts, `` `code` `` marked."""
     if row.kind == "int":
         return f"{row.lo}-{row.hi}"
+    if row.kind == "money":
+        return f"{row.lo}-{row.hi}, at most 6 decimals"
     if row.kind == "bool":
         return "`true`, `false`"
     if row.kind == "choice":

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from aichat.settings.config import Config
 from aichat.settings.table import RUNTIME, Setting, runtime_default
+from aichat.store import prices
 from aichat.store import settings as store
 from aichat.store.db import Reader
 from aichat.upstream import netpolicy
@@ -31,6 +32,12 @@ def _from_text(row: Setting, raw: str) -> Any:
         return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
     if row.kind == "choice":
         return raw if raw in row.choices else None
+    if row.kind == "money":
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return int(value) if value.is_integer() else value
     return raw
 
 
@@ -84,6 +91,12 @@ class StreamSettings:
     max_streams: int
     max_reply_chars: int
     max_line_bytes: int
+    # The default limits (None: unlimited), docs/api.md §9; cost in billionths.
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+    cost_per_month_nanos: int | None = None
+    currency: str = "USD"
 
 
 def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
@@ -99,4 +112,13 @@ def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
         max_streams=values["max_concurrent_streams"],
         max_reply_chars=values["max_reply_chars"],
         max_line_bytes=config.max_upstream_line_bytes,
+        requests_per_minute=values["default_requests_per_minute"],
+        tokens_per_day=values["default_tokens_per_day"],
+        tokens_per_month=values["default_tokens_per_month"],
+        cost_per_month_nanos=_nanos(values["default_cost_per_month"]),
+        currency=values["currency"],
     )
+
+
+def _nanos(amount: int | float | None) -> int | None:
+    return None if amount is None else prices.to_micros(amount) * 1000

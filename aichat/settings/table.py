@@ -23,7 +23,7 @@ from aichat.upstream import netpolicy
 @dataclass(frozen=True, slots=True)
 class Setting:
     key: str  # the Config field, and the system settings key when `runtime`
-    kind: str  # "int", "bool", "choice", "text"; env only: "secret", "path"
+    kind: str  # "int", "bool", "choice", "text", "money"; env only: "secret", "path"
     default: Any
     doc: str
     env: tuple[str, ...] = ()  # none: a run-time setting only
@@ -60,6 +60,8 @@ def _url_policy(config: Any) -> str:
 
 
 HOUR_MS = 3_600_000
+MAX_TOKENS = 10**12  # a token limit's ceiling: far above any real budget
+MAX_MONEY = 1_000_000_000  # a cost limit's ceiling, in the currency
 MIB = 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
@@ -136,8 +138,21 @@ SETTINGS: tuple[Setting, ...] = (
             "hosts and CIDRs the `allowlist` policy admits besides public addresses",
             ("UPSTREAM_ALLOWLIST",), 0, 2000, runtime=True, check=netpolicy.parse_allowlist),
     Setting("max_concurrent_streams", "int", 3,
-            "chat rounds one user may run at once (more: `429`)",
+            "chat rounds one user may run at once (more: `429`); a user's own limit "
+            "overrides it",
             ("MAX_CONCURRENT_STREAMS",), 1, 10000, runtime=True),
+    Setting("default_requests_per_minute", "int", None,
+            "chat and `/v1` requests one user may start per UTC minute (unset: unlimited; "
+            "a user's own limit overrides it)", lo=1, hi=1_000_000, runtime=True),
+    Setting("default_tokens_per_day", "int", None,
+            "tokens (prompt and reply) one user may use per UTC day (unset: unlimited)",
+            lo=1, hi=MAX_TOKENS, runtime=True),
+    Setting("default_tokens_per_month", "int", None,
+            "tokens one user may use per UTC calendar month (unset: unlimited)",
+            lo=1, hi=MAX_TOKENS, runtime=True),
+    Setting("default_cost_per_month", "money", None,
+            "cost in `currency` one user's rounds may reach per UTC calendar month, at the "
+            "models' prices (unset: unlimited)", lo=0, hi=MAX_MONEY, runtime=True),
     Setting("max_reply_chars", "int", MIB,
             "characters one reply may reach (content and reasoning); past it the round ends "
             "with an `error`, keeping what was relayed", ("MAX_REPLY_CHARS",), 1000, 16 * MIB,

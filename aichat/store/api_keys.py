@@ -9,14 +9,15 @@ from aichat.store.base import Reader, Transaction, found
 from aichat.store.dialect import NOW
 
 _PUBLIC = ("id, name, prefix, created_at AS \"createdAt\", last_used_at AS \"lastUsedAt\","
-           " expires_at AS \"expiresAt\"")
+           " expires_at AS \"expiresAt\", tokens_per_month AS \"tokensPerMonth\"")
 
 
 async def create(tx: Transaction, user_id: int, name: str, prefix: str, key_hash: str,
-                 expires_at: str | None) -> dict[str, Any]:
+                 expires_at: str | None, tokens_per_month: int | None = None) -> dict[str, Any]:
     key_id = await tx.insert(
-        "INSERT INTO api_keys (user_id, name, prefix, key_hash, expires_at)"
-        " VALUES (?, ?, ?, ?, ?)", (user_id, name, prefix, key_hash, expires_at))
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash, expires_at, tokens_per_month)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, name, prefix, key_hash, expires_at, tokens_per_month))
     return found(await tx.one(f"SELECT {_PUBLIC} FROM api_keys WHERE id = ?", (key_id,)))
 
 
@@ -39,7 +40,8 @@ async def delete_for_user(tx: Transaction, user_id: int) -> int:
 
 
 async def by_hash(db: Reader, key_hash: str) -> dict[str, Any] | None:
-    return await db.one("SELECT id, user_id, expires_at, last_used_at FROM api_keys"
+    return await db.one("SELECT id, user_id, expires_at, last_used_at, tokens_per_month"
+                        " FROM api_keys"
                         " WHERE key_hash = ?", (key_hash,))
 
 

@@ -68,6 +68,10 @@ class Transaction(Reader):
         """Run a store job inside this transaction (SQLite: on its thread, in one hop)."""
         return await job(self, *args)
 
+    async def serialise(self, key: int) -> None:
+        """Until this transaction ends, hold off every other that serialises on `key`, on
+        every instance (a `run` job's check-then-write). SQLite's one writer already does."""
+
 
 Job = Callable[..., Awaitable[Any]]
 

@@ -35,6 +35,10 @@ async def claim(db: Reader, me: int, user_id: int, session_id: int | None,
     return row["claim_id"], row["elsewhere"]
 
 
+async def rounds_of(db: Reader, user_id: int) -> int:
+    return int(await db.value("SELECT COUNT(*) FROM live_rounds WHERE user_id = ?", (user_id,)))
+
+
 async def release(tx: Transaction, claim_id: int) -> None:
     await tx.execute("DELETE FROM live_rounds WHERE id = ?", (claim_id,))
 
@@ -81,9 +85,11 @@ async def take_guard(tx: Transaction, session_id: int, content: str, reasons: tu
 
 
 async def sweep(tx: Transaction, me: int, drained_after_s: float) -> None:
-    """Housekeeping: dead instances' slots, guard rows past their window, sign-in failure
-    counts drained long ago (the table's bound: keys seen in the last `drained_after_s`)."""
+    """Housekeeping: dead instances' slots and quota holds, guard rows past their window,
+    sign-in failure counts drained long ago (the table's bound: keys seen in the last
+    `drained_after_s`)."""
     await purge_dead(tx, me)
+    await tx.execute(f"DELETE FROM quota_holds WHERE {_DEAD}", (me,))
     await tx.execute("DELETE FROM round_ends"
                      " WHERE ended_at < extract(epoch FROM clock_timestamp()) - 60")
     await tx.execute("DELETE FROM login_failures WHERE at < extract(epoch FROM"

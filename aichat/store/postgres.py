@@ -27,9 +27,11 @@ except ImportError:  # the extra is not installed: connect() says how to get it
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Advisory lock keys (two int4s). Class 0 is the store's; 1 and 2 are store/cluster.py's.
+# Advisory lock keys (two int4s). Class 0 is the store's; 1 and 2 are store/cluster.py's;
+# 3 is `serialise`'s.
 LOCKS = 0
 MIGRATIONS, WRITES = 1, 2
+SERIALISE = 3
 BATCH_MAX = 256  # jobs per shared transaction: a bound on how long one commit waits
 
 
@@ -69,6 +71,9 @@ class Transaction(Reader, base.Transaction):
     async def insert(self, sql: str, params: Params = ()) -> int:
         return inserted_id(await self.conn.fetchval(
             dialect.postgres(sql) + " RETURNING id", *params))
+
+    async def serialise(self, key: int) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock($1, $2)", SERIALISE, key)
 
 
 class Database(Reader, base.Database):

@@ -17,6 +17,12 @@ class User:
     role: str
     token_version: int
     created_at: str
+    # The admin's overrides of the system's default limits (None: the default), docs/api.md §9.
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+    cost_per_month_micros: int | None = None
+    max_concurrent_streams: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -26,7 +32,8 @@ class User:
         return {"id": self.id, "username": self.username, "role": self.role}
 
 
-_USER_COLS = "id, username, role, token_version, created_at"
+_USER_COLS = ("id, username, role, token_version, created_at, requests_per_minute,"
+              " tokens_per_day, tokens_per_month, cost_per_month_micros, max_concurrent_streams")
 
 
 async def get(db: Reader, user_id: int) -> User | None:

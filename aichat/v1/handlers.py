@@ -11,20 +11,25 @@ import secrets
 import time
 from typing import Any
 
+from dataclasses import replace
+
 from aiohttp import web
 
-from aichat.chat import relay, service
+from aichat.chat import quota, relay, service
+from aichat.chat.quota import Limits
 from aichat.chat.outcome import raise_failure
 from aichat.chat.registry import PERSIST_WAIT_S
 from aichat.chat.round import Round
 from aichat.http.access import api_key_ok
-from aichat.http.appkeys import cipher_key, config_key, db_key, registry_key, user_key
+from aichat.http.appkeys import (cipher_key, config_key, db_key, registry_key, tokenizer_key,
+                                 user_key)
 from aichat.http.errors import ApiError, json_response
 from aichat.http.validate import read_json
 from aichat.store import models
+from aichat.store.quotas import Ask
 from aichat.v1 import round as api_round
-from aichat.v1.middlewares import api_key_id_key
-from aichat.v1.request import Limits, parse_completion
+from aichat.v1.middlewares import api_key_id_key, api_key_tokens_key
+from aichat.v1.request import Limits as Sizes, parse_completion, prompt_estimate
 from aichat.v1.sink import OpenAISink
 
 routes = web.RouteTableDef()
@@ -69,30 +74,37 @@ async def _model(app: Any, user_id: int, name: str) -> dict[str, Any]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app, user = request.config_dict, request[user_key]
     config = app[config_key]
-    asked = parse_completion(await read_json(request, config.max_chat_body), Limits.of(config))
+    asked = parse_completion(await read_json(request, config.max_chat_body), Sizes.of(config))
     model = await _model(app, user.id, asked.model)
     if asked.has_images and not model["supports_images"]:
         raise ApiError(400, "This model does not accept images")
     settings = await service.stream_settings(app)
-    refusal = f"Too many requests are generating at once (limit {settings.max_streams})"
-    async with app[registry_key].booked(user.id, settings.max_streams, refusal):
-        round_ = await api_round.open_round(app, user.id, request.get(api_key_id_key), model,
-                                            asked, settings)
+    key_id = request.get(api_key_id_key)
+    limits = replace(Limits.of(user, settings),
+                     key_tokens_per_month=request.get(api_key_tokens_key))
+    tokens = await prompt_estimate(app[tokenizer_key], asked.messages)
+    ask = Ask(user.id, key_id or 0, tokens, quota.prompt_cost(model, tokens), request=True,
+              hold=True)
+    refusal = f"Too many requests are generating at once (limit {limits.max_streams})"
+    async with app[registry_key].booked(user.id, limits.max_streams, refusal), \
+            quota.admitted(app, limits, ask, settings.currency) as admission:
+        round_ = api_round.open_round(app, user.id, key_id, model, asked, settings, tokens,
+                                      admission.hold)
         if asked.stream:
             writer = await relay.begin(request, round_, lambda writer: OpenAISink(
-                writer, round_.call.model_name, asked.include_usage))
+                writer, round_.call.model_name, asked.include_usage), admission.headers)
         else:
             round_.start()
     if not asked.stream:
         await round_.follow(PERSIST_WAIT_S)
         raise_failure(round_.outcome)
-        return _completion(round_)
+        return _completion(round_, admission.headers)
     if writer is None:  # the client left before the headers went out
         return web.Response(status=499)
     return await relay.finish(round_, writer)
 
 
-def _completion(round_: Round) -> web.Response:
+def _completion(round_: Round, headers: dict[str, str]) -> web.Response:
     reply = round_.reply
     message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.text_parts)}
     if reply.reasoning_parts:
@@ -104,4 +116,4 @@ def _completion(round_: Round) -> web.Response:
         "choices": [{"index": 0, "message": message,
                      "finish_reason": reply.finish_reason or "stop"}],
         "usage": {k: usage.get(k, 0) for k in
-                  ("prompt_tokens", "completion_tokens", "total_tokens")}})
+                  ("prompt_tokens", "completion_tokens", "total_tokens")}}, headers=headers)

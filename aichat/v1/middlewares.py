@@ -16,6 +16,7 @@ from aichat.http.appkeys import user_key
 log = logging.getLogger(__name__)
 
 api_key_id_key = web.RequestKey("api_key_id", int)
+api_key_tokens_key = web.RequestKey("api_key_tokens", int)  # the key's monthly token limit
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 405: "invalid_request_error",
@@ -59,4 +60,6 @@ async def openai_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         request[user_key] = principal.user
         if principal.api_key_id is not None:
             request[api_key_id_key] = principal.api_key_id
+        if principal.key_tokens_per_month is not None:
+            request[api_key_tokens_key] = principal.key_tokens_per_month
     return await handler(request)
