@@ -282,3 +282,52 @@ async def test_deleting_on_b_stops_the_round_on_a_and_saves_nothing(pg_url, tmp_
         assert await db.fetchval("SELECT COUNT(*) FROM users WHERE username = 'carol'") == 0
         assert await db.fetchval("SELECT COUNT(*) FROM messages") == 0
         assert await db.fetchval("SELECT COUNT(*) FROM live_rounds") == 0
+
+
+async def _v1(http: aiohttp.ClientSession, base: str, auth: dict) -> int:
+    """One non-streamed /v1 request (no session: many may run at once); its status."""
+    async with http.post(f"{base}/v1/chat/completions", headers=auth, json={
+            "model": "fake-model", "messages": [{"role": "user", "content": "count me"}]}) as r:
+        await r.read()
+        return r.status
+
+
+async def _set_limits(http: aiohttp.ClientSession, base: str, auth: dict, **limits: int) -> None:
+    async with http.get(f"{base}/api/auth/me", headers=auth) as r:
+        me = (await r.json())["data"]
+    async with http.put(f"{base}/api/users/{me['id']}/limits", headers=auth,
+                        json={"maxConcurrentStreams": 100, **limits}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_requests_per_minute_count_on_every_instance(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, _ = await owner_with_session(http, a.base, upstream.url)
+        await _set_limits(http, a.base, auth, requestsPerMinute=6)
+        upstream.default = Reply(tokens=["ok"], delay=0.05)
+        statuses = await asyncio.gather(*(_v1(http, (a, b)[i % 2].base, auth)
+                                          for i in range(20)))
+        # One minute's count, whichever instance each request reached (unless the minute
+        # turned during the burst: then each minute admits its own six).
+        minutes = await db.fetchval("SELECT COUNT(DISTINCT substr(created_at, 1, 16))"
+                                    " FROM usage_metrics")
+        assert statuses.count(200) == 6 * minutes and set(statuses) == {200, 429}
+        assert await db.fetchval("SELECT COUNT(*) FROM quota_holds") == 0
+
+
+async def test_parallel_rounds_on_two_instances_hold_a_token_budget(pg_url, tmp_path,
+                                                                    upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, _ = await owner_with_session(http, a.base, upstream.url)
+        upstream.default = Reply(tokens=["fine"])
+        assert await _v1(http, a.base, auth) == 200  # no limit yet: measures one prompt
+        prompt, used = await db.fetchrow("SELECT prompt_tokens, total_tokens FROM usage_metrics")
+        # Room for exactly five more prompts; the replies arrive only after every admission.
+        await _set_limits(http, a.base, auth, tokensPerDay=used + 5 * prompt + prompt // 2)
+        upstream.default = Reply(tokens=["slow ", "reply"], delay=0.8)
+        statuses = await asyncio.gather(*(_v1(http, (a, b)[i % 2].base, auth)
+                                          for i in range(16)))
+        assert statuses.count(200) == 5 and statuses.count(429) == 11
+        assert await db.fetchval("SELECT COUNT(*) FROM quota_holds") == 0
+        stored = await db.fetchval("SELECT SUM(tokens) FROM quota_days")
+        assert stored == await db.fetchval("SELECT SUM(total_tokens) FROM usage_metrics")

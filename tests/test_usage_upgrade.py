@@ -168,3 +168,17 @@ async def test_a_chat_row_takes_its_user_from_its_session(tmp_path, start):
     assert row_id == len(CHAT_ROWS) + len(API_ROWS) + 1
     assert rows(path, "SELECT user_id FROM usage_metrics WHERE id = ?", (row_id,)) == [
         (ids["bob"],)]
+
+
+async def test_the_quota_counts_start_from_the_existing_rows(tmp_path, start):
+    """sql/011 fills quota_days from the rows already stored: a limit set after the upgrade
+    counts what was used before it (docs/api.md §9)."""
+    path, ids = await old_database(tmp_path)
+    await start(app_mode="multi", database_path=str(path))
+    counted = rows(path, "SELECT user_id, day, api_key_id, tokens, cost_nanos FROM quota_days"
+                         " ORDER BY user_id, day, api_key_id")
+    alice, bob = ids["alice"], ids["bob"]
+    assert counted == sorted([
+        (alice, "2025-01-10", 0, 15 + 7 + 3, 0), (alice, "2025-01-10", ids["k1"], 150, 0),
+        (alice, "2025-01-11", 0, 30, 0), (alice, "2025-01-11", ids["k2"], 12, 0),
+        (bob, "2025-01-11", 0, 3, 0), (bob, "2025-01-11", ids["kb"], 18, 0)])
