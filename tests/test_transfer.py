@@ -67,6 +67,10 @@ async def populate(start, upstream) -> Source:
                                    json=body(KEYS["system"], "sys-model"))}
     doomed = await api.ok("POST", "/api/models", bob, json=body("sk-bob-GONE-0009", "gone"))
     await api.ok("DELETE", f"/api/models/{doomed['id']}", bob)
+    # Alice's limits: her requests are counted per minute (quota_minutes), and her own limits
+    # are columns of users that must come along.
+    await api.ok("PUT", f"/api/users/{alice.id}/limits", admin,
+                 json={"requestsPerMinute": 100, "tokensPerDay": 10**6, "costPerMonth": 2.5})
     sessions = {}
     for name, user in (("alice", alice), ("bob", bob), ("system", alice)):
         session = await api.ok("POST", "/api/sessions", user,
@@ -173,7 +177,17 @@ async def test_every_row_moves_and_the_app_carries_on(start, upstream, pg_url, p
         row = await models.upstream(api.db, cipher, source.models[name]["id"])
         assert row is not None and row["api_key"] == plaintext
     chat = Chat(api, upstream, alice, source.models["alice"], source.sessions["alice"])
+    quota = await api.ok("GET", "/api/quota", alice)
+    assert quota["limits"]["tokensPerDay"]["limit"] == 10**6
+    assert quota["limits"]["costPerMonth"]["limit"] == 2.5
+    used = quota["limits"]["tokensPerMonth"]["used"]
+    assert used == sum(r[3] for r in expected["quota_days"] if r[0] == alice.id) > 0
     assert (await chat.stream("again, on PostgreSQL")).types()[-1] == "complete"
+    # The copy counted each row once, and the counting trigger works again after it.
+    [(newest_total,)] = await api.rows("SELECT total_tokens FROM usage_metrics"
+                                       " ORDER BY id DESC LIMIT 1")
+    quota = await api.ok("GET", "/api/quota", alice)
+    assert quota["limits"]["tokensPerMonth"]["used"] == used + newest_total
     assert upstream.requests[-1].headers["Authorization"] == f"Bearer {KEYS['alice']}"
     assert [m["content"] for m in await chat.messages()][:2] == ["hello from alice",
                                                                 "Hello, world!"]

@@ -23,8 +23,12 @@ from aichat.store.migrations import SQL_DIR, migration_files
 # Parents before children (foreign keys), each with the column it is read in order of.
 TABLES = {"users": "id", "model_configs": "id", "chat_sessions": "id", "system_settings": "key",
           "user_settings": "user_id", "messages": "id", "api_keys": "id", "usage_metrics": "id",
+          "quota_days": "user_id, day, api_key_id", "quota_minutes": "user_id",
           "round_checkpoints": "session_id", "round_checkpoint_parts": "id"}
-CLUSTER_TABLES = ("live_rounds", "round_ends", "login_failures")
+CLUSTER_TABLES = ("live_rounds", "round_ends", "login_failures", "quota_holds")
+# quota_days is copied as it is (it counts rows of deleted sessions too): the trigger that
+# keeps it from usage_metrics must not count the copied rows a second time.
+QUIET_TRIGGERS = (("usage_metrics", "usage_metrics_quota"),)
 # Read as a constant: SQLite is always instance 0, and no PostgreSQL instance runs these rounds.
 CONSTANT = {("round_checkpoints", "instance_id"): "0"}
 BATCH_ROWS = 5000  # rows held in memory at once, per COPY
@@ -125,8 +129,12 @@ async def _copy_all(source: sqlite3.Connection, conn: Any, url: str) -> dict[str
     await conn.execute(f"LOCK TABLE {', '.join(TABLES)} IN ACCESS EXCLUSIVE MODE")
     await _refuse_rows(conn, url, list(TABLES))  # again, now that nobody else can write
     counts = {}
+    for table, trigger in QUIET_TRIGGERS:  # the ACCESS EXCLUSIVE lock: no one else writes
+        await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
     for table, order in TABLES.items():
         counts[table] = await _copy_table(source, conn, table, order)
+    for table, trigger in QUIET_TRIGGERS:
+        await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
     await _reset_identities(source, conn)
     for table, copied in counts.items():
         expected = source.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
