@@ -29,7 +29,7 @@ def _from_text(row: Setting, raw: str) -> Any:
         return {"true": True, "false": False}.get(raw.strip().lower())
     if row.kind == "int":
         text = raw.strip()
-        return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
+        return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
     if row.kind == "choice":
         return raw if raw in row.choices else None
     if row.kind == "money":
