@@ -102,14 +102,17 @@ class Meter:
     limit: int | None
     used: int
     reserved: int
-    period: str | None  # "minute", "day", "month"; None: not a period (concurrent streams)
+    period: str  # "minute", "day" or "month": when it resets
     words: str  # the message's name of it
 
     def left(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.used - self.reserved)
 
     def refuses(self, need: int) -> bool:
-        return self.limit is not None and self.used + self.reserved + need > self.limit
+        """Whether `need` more would pass the limit (needing nothing of it never does: an
+        unpriced model's round and a cost limit already passed)."""
+        return (self.limit is not None and need > 0
+                and self.used + self.reserved + need > self.limit)
 
 
 def meters(limits: Limits, now: Standing, currency: str) -> list[Meter]:
@@ -148,8 +151,8 @@ def refusal(limits: Limits, ask: Ask, now: datetime, currency: str,
     hit = [m for m in meters(limits, standing, currency) if m.refuses(needs[m.name])]
     if not hit:
         return None
-    meter = max(hit, key=lambda m: when[m.period or "minute"])
-    reset = when[meter.period or "minute"]
+    meter = max(hit, key=lambda m: when[m.period])
+    reset = when[meter.period]
     assert meter.limit is not None
     shown = money(meter.limit) if meter.name == "costPerMonth" else grouped(meter.limit)
     message = meter.words.format(shown) + " reached"
@@ -176,7 +179,7 @@ def rate_headers(limits: Limits, standing: Standing, ask: Ask, now: datetime,
         need = _needs(ask)[applying[0].name] if admitted else 0
         meter = min(applying, key=lambda m: (m.left() or 0) - need)
         left = max(0, (meter.left() or 0) - need)
-        seconds = max(1, math.ceil((when[meter.period or "minute"] - now).total_seconds()))
+        seconds = max(1, math.ceil((when[meter.period] - now).total_seconds()))
         headers.update({f"x-ratelimit-limit-{kind}": str(meter.limit),
                         f"x-ratelimit-remaining-{kind}": str(left),
                         f"x-ratelimit-reset-{kind}": f"{seconds}s"})
@@ -211,18 +214,18 @@ class Admission:
     headers: dict[str, str]
 
 
-async def _admit(app: Mapping[Any, Any], limits: Limits, ask: Ask,
-                 currency: str) -> Admission:
+async def _admit(app: Mapping[Any, Any], limits: Limits, ask: Ask, currency: str,
+                 grow: int | None = None) -> Admission:
     db: Database = app[db_key]
     now = app[clock_key].now()
     cluster = app[registry_key].cluster
-    ask = replace(ask, request=limits.requests_per_minute is not None, hold=limits.holds,
-                  instance=cluster.instance if cluster is not None else 0)
+    ask = replace(ask, request=grow is None and limits.requests_per_minute is not None,
+                  hold=limits.holds, instance=cluster.instance if cluster is not None else 0)
 
     def judge(standing: Standing) -> Refusal | None:
         return refusal(limits, ask, now, currency, standing)
 
-    standing, refused, hold_id = await db.run(quotas.admit, ask, periods(now), judge)
+    standing, refused, hold_id = await db.run(quotas.admit, ask, periods(now), judge, grow)
     headers = rate_headers(limits, standing, ask, now, refused is None)
     if refused is not None:
         seconds = max(1, math.ceil((refused.reset - now).total_seconds()))
@@ -243,6 +246,15 @@ async def admitted(app: Mapping[Any, Any], limits: Limits, ask: Ask,
     finally:
         if not admission.hold.owned:
             await admission.hold.release()
+
+
+async def grow(app: Mapping[Any, Any], limits: Limits, hold: Hold, ask: Ask,
+               currency: str) -> None:
+    """Hold `ask`'s tokens and cost more for an admitted round whose prompt grew since its
+    admission (the round it replaced saved its reply into the context): checked as a request
+    of that size, so the prompts held still never pass a limit (429 if they would)."""
+    if hold.id is not None:
+        await _admit(app, limits, ask, currency, grow=hold.id)
 
 
 def prompt_cost(model: Mapping[str, Any], tokens: int) -> int:
@@ -267,7 +279,7 @@ async def report(app: Mapping[Any, Any], user: User, limits: Limits,
             "limit": as_amount(meter.limit) if meter.limit is not None else None,
             "used": as_amount(meter.used), "reserved": as_amount(meter.reserved),
             "remaining": as_amount(left) if left is not None else None,
-            "resetsAt": iso(when[meter.period or "minute"])}
+            "resetsAt": iso(when[meter.period])}
     running = await app[registry_key].streams_of(user.id)
     out["maxConcurrentStreams"] = {"limit": limits.max_streams, "used": running,
                                    "reserved": 0,

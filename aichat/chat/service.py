@@ -48,6 +48,7 @@ class Prepared:
     user_message_id: int | None = None  # set for regenerate (the existing message)
     user_tokens: int | None = None
     hold: Hold = field(default_factory=Hold)  # its prompt against the quotas, once admitted
+    held: tuple[int, int] = (0, 0)  # the prompt's tokens and cost the hold was taken for
 
     @property
     def limits(self) -> Limits:
@@ -140,8 +141,22 @@ async def admitted(app: web.Application, prepared: Prepared) -> AsyncIterator[No
         cost = quota.prompt_cost(prepared.model, tokens)
     ask = Ask(prepared.user.id, 0, tokens, cost, request=True, hold=True)
     async with quota.admitted(app, limits, ask, prepared.settings.currency) as admission:
-        prepared.hold = admission.hold
+        prepared.hold, prepared.held = admission.hold, (tokens, cost)
         yield
+
+
+async def _hold_all(app: web.Application, prepared: Prepared, prompt_tokens: int) -> None:
+    """If the prompt grew since admission (the replaced round's reply joined the context),
+    hold the difference too, checked like a request of that size."""
+    held_tokens, held_cost = prepared.held
+    if prepared.hold.id is None or prompt_tokens <= held_tokens:
+        return
+    extra = prompt_tokens - held_tokens
+    cost = quota.prompt_cost(prepared.model, prompt_tokens) - held_cost
+    await quota.grow(app, prepared.limits, prepared.hold,
+                     Ask(prepared.user.id, 0, extra, max(0, cost), request=False, hold=True),
+                     prepared.settings.currency)
+    prepared.held = (prompt_tokens, held_cost + max(0, cost))
 
 
 async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool) -> Round:
@@ -150,6 +165,7 @@ async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool
     tokens = await _user_tokens(app, prepared)
     # Read before the new message is stored: the same history either way.
     context = await _context(app, prepared, tokens)
+    await _hold_all(app, prepared, context.prompt_tokens)
     message_id, regenerate = prepared.user_message_id, prepared.user_message_id is not None
     if message_id is None:
         message_id = await db.run(functools.partial(
