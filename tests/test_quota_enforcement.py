@@ -367,9 +367,10 @@ async def test_a_refused_request_leaves_no_trace(chat, path):
     assert await trace(chat) == before
 
 
-async def test_a_refusal_leaves_the_round_on_its_session_running(chat):
-    # The quota check comes before the session's reservation: a refused request does not
-    # supersede the round running there.
+async def test_a_refused_message_still_supersedes_the_round_on_its_session(chat):
+    # The check counts the prompt as it will be sent, so it comes once the session's running
+    # round has stopped and saved its reply (§5.2, §9): that reply is kept, and nothing of the
+    # refused message is stored or sent.
     await limit(chat, tokensPerDay=20)
     moment = today_at(23, 59, 30)
     set_clock(chat, moment)
@@ -377,21 +378,19 @@ async def test_a_refusal_leaves_the_round_on_its_session_running(chat):
     async with chat.open() as response:
         stream = SSEStream(response)
         await stream.until("content")
-        round_ = running(chat)
-        need = prompt(("user", "Hi there"), ("user", "Hi there"))
-        await refused(chat, f"Daily token limit of 20 reached ({20 - HI} left; this request "
-                            f"needs about {need}); resets at {iso(next_midnight(moment))}", 30,
-                      path="/api/chat/stream")
-        assert running(chat) is round_ and round_.cancel_reason is None
-        assert not chat.upstream.requests[0].disconnected.is_set()
         assert await holds(chat) == [(chat.user.id, 0, HI, 0)]
-        stopped = await chat.api.ok("POST", "/api/chat/stop", chat.user,
-                                    json={"sessionId": chat.session_id})
-        assert stopped["stopped"] is True
+        status, body, headers = await post(chat, "/api/chat/stream", body_for(
+            chat, "/api/chat/stream"))
+        assert status == 429 and headers["Retry-After"] == "30"
+        assert body["error"].startswith("Daily token limit of 20 reached")
+        assert body["error"].endswith(f"; resets at {iso(next_midnight(moment))}")
         await stream.rest()
     assert stream.text() == "first " and stream.events[-1]["type"] == "stop"
+    assert chat.upstream.requests[0].disconnected.is_set()
     assert len(chat.upstream.requests) == 1
-    assert [m["role"] for m in await chat.messages()] == ["user", "assistant"]
+    assert [(m["role"], m["status"]) for m in await chat.messages()] == [
+        ("user", "complete"), ("assistant", "stopped")]
+    assert await holds(chat) == []
 
 
 # --- /v1 ---

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import math
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 from aichat.http.appkeys import clock_key, db_key, registry_key
 from aichat.http.errors import ApiError
 from aichat.settings.system import StreamSettings
 from aichat.store import prices, quotas
-from aichat.store.base import Database
+from aichat.store.base import Database, Transaction
 from aichat.store.quotas import Ask, Periods, Standing
 from aichat.store.users import User
 from aichat.timeutil import iso
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +67,11 @@ def _first(own: int | None, default: int | None) -> int | None:
 
 
 def periods(now: datetime) -> Periods:
-    month = now.strftime("%Y-%m")
-    return Periods(now.strftime("%Y-%m-%dT%H:%M"), now.strftime("%Y-%m-%d"), f"{month}-01",
-                   _next_month(now).strftime("%Y-%m-%d"))
+    month = f"{now.year:04d}-{now.month:02d}"
+    day = f"{month}-{now.day:02d}"
+    following = _next_month(now)
+    return Periods(f"{day}T{now.hour:02d}:{now.minute:02d}", day, f"{month}-01",
+                   f"{following.year:04d}-{following.month:02d}-01")
 
 
 def _next_month(now: datetime) -> datetime:
@@ -210,51 +214,60 @@ class Hold:
 
 @dataclass(slots=True)
 class Admission:
+    """An admitted request: the hold its round takes, and what its rate headers are made of."""
+
     hold: Hold
-    headers: dict[str, str]
+    limits: Limits | None = None  # None: no limit applies, nothing was read
+    standing: Standing | None = None
+    ask: Ask | None = None
+    now: datetime | None = None
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's `x-ratelimit-*` headers (only /v1 sends them on success)."""
+        if self.limits is None or self.standing is None or self.ask is None or self.now is None:
+            return {}
+        return rate_headers(self.limits, self.standing, self.ask, self.now, admitted=True)
 
 
-async def _admit(app: Mapping[Any, Any], limits: Limits, ask: Ask, currency: str,
-                 grow: int | None = None) -> Admission:
+async def admit(app: Mapping[Any, Any], limits: Limits, ask: Ask, currency: str,
+                then: Callable[[Transaction], Awaitable[T]] | None = None
+                ) -> tuple[Admission, T | None]:
+    """Check the request against `limits` and count it, or 429 naming the limit and its
+    reset; then run the store job `then` (a chat round's user message) in the same commit,
+    only if admitted. No limit set: nothing is read or written but `then`'s rows."""
     db: Database = app[db_key]
+    if not limits.any:
+        return Admission(Hold()), (await db.run(then) if then is not None else None)
     now = app[clock_key].now()
     cluster = app[registry_key].cluster
-    ask = replace(ask, request=grow is None and limits.requests_per_minute is not None,
-                  hold=limits.holds, instance=cluster.instance if cluster is not None else 0)
+    ask = Ask(ask.user_id, ask.api_key_id, ask.tokens, ask.cost_nanos,
+              request=limits.requests_per_minute is not None, hold=limits.holds,
+              instance=cluster.instance if cluster is not None else 0)
+    at = periods(now)
 
-    def judge(standing: Standing) -> Refusal | None:
-        return refusal(limits, ask, now, currency, standing)
+    async def job(tx: Transaction) -> tuple[Standing, Refusal | None, int | None, T | None]:
+        standing, refused, hold_id = await quotas.admit(
+            tx, ask, at, lambda standing: refusal(limits, ask, now, currency, standing))
+        done = await then(tx) if refused is None and then is not None else None
+        return standing, refused, hold_id, done
 
-    standing, refused, hold_id = await db.run(quotas.admit, ask, periods(now), judge, grow)
-    headers = rate_headers(limits, standing, ask, now, refused is None)
+    standing, refused, hold_id, done = await db.run(job)
     if refused is not None:
         seconds = max(1, math.ceil((refused.reset - now).total_seconds()))
-        raise ApiError(429, refused.message, {"Retry-After": str(seconds), **headers})
-    return Admission(Hold(db, hold_id), headers)
+        raise ApiError(429, refused.message, {
+            "Retry-After": str(seconds),
+            **rate_headers(limits, standing, ask, now, admitted=False)})
+    return Admission(Hold(db, hold_id), limits, standing, ask, now), done
 
 
 @asynccontextmanager
-async def admitted(app: Mapping[Any, Any], limits: Limits, ask: Ask,
-                   currency: str) -> AsyncIterator[Admission]:
-    """Check the request against `limits` (429 naming the limit and its reset) and count it;
-    inside, start the round with the admission's hold, or the hold is released on the way
-    out. No limit set: nothing is read or written."""
-    admission = (await _admit(app, limits, ask, currency) if limits.any
-                 else Admission(Hold(), {}))
+async def holding(hold: Hold) -> AsyncIterator[None]:
+    """Inside, a round is started with `hold`, or the hold is released on the way out."""
     try:
-        yield admission
+        yield
     finally:
-        if not admission.hold.owned:
-            await admission.hold.release()
-
-
-async def grow(app: Mapping[Any, Any], limits: Limits, hold: Hold, ask: Ask,
-               currency: str) -> None:
-    """Hold `ask`'s tokens and cost more for an admitted round whose prompt grew since its
-    admission (the round it replaced saved its reply into the context): checked as a request
-    of that size, so the prompts held still never pass a limit (429 if they would)."""
-    if hold.id is not None:
-        await _admit(app, limits, ask, currency, grow=hold.id)
+        if not hold.owned:
+            await hold.release()
 
 
 def prompt_cost(model: Mapping[str, Any], tokens: int) -> int:

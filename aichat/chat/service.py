@@ -8,9 +8,8 @@ message.
 from __future__ import annotations
 
 import functools
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, cast
+from typing import Any, Mapping, cast
 
 from aiohttp import web
 
@@ -48,7 +47,6 @@ class Prepared:
     user_message_id: int | None = None  # set for regenerate (the existing message)
     user_tokens: int | None = None
     hold: Hold = field(default_factory=Hold)  # its prompt against the quotas, once admitted
-    held: tuple[int, int] = (0, 0)  # the prompt's tokens and cost the hold was taken for
 
     @property
     def limits(self) -> Limits:
@@ -130,47 +128,25 @@ async def _context(app: web.Application, prepared: Prepared, tokens: int) -> Con
                      tokens)
 
 
-@asynccontextmanager
-async def admitted(app: web.Application, prepared: Prepared) -> AsyncIterator[None]:
-    """The user's quotas (429 before anything is stored), counting the prompt as the context
-    stands now; the round opened inside takes the hold (chat/quota.py)."""
-    limits = prepared.limits
-    tokens = cost = 0
-    if limits.holds:
-        tokens = (await _context(app, prepared, await _user_tokens(app, prepared))).prompt_tokens
-        cost = quota.prompt_cost(prepared.model, tokens)
-    ask = Ask(prepared.user.id, 0, tokens, cost, request=True, hold=True)
-    async with quota.admitted(app, limits, ask, prepared.settings.currency) as admission:
-        prepared.hold, prepared.held = admission.hold, (tokens, cost)
-        yield
-
-
-async def _hold_all(app: web.Application, prepared: Prepared, prompt_tokens: int) -> None:
-    """If the prompt grew since admission (the replaced round's reply joined the context),
-    hold the difference too, checked like a request of that size."""
-    held_tokens, held_cost = prepared.held
-    if prepared.hold.id is None or prompt_tokens <= held_tokens:
-        return
-    extra = prompt_tokens - held_tokens
-    cost = quota.prompt_cost(prepared.model, prompt_tokens) - held_cost
-    await quota.grow(app, prepared.limits, prepared.hold,
-                     Ask(prepared.user.id, 0, extra, max(0, cost), request=False, hold=True),
-                     prepared.settings.currency)
-    prepared.held = (prompt_tokens, held_cost + max(0, cost))
-
-
 async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool) -> Round:
-    """Store the user message (unless regenerating) and build the round; not started yet."""
+    """Check the quotas with the prompt as it will be sent (429), then, in the same commit,
+    store the user message (unless regenerating); build the round, not started yet. Run it
+    inside `quota.holding(prepared.hold)`."""
     db, tokenizer = app[db_key], app[tokenizer_key]
     tokens = await _user_tokens(app, prepared)
     # Read before the new message is stored: the same history either way.
     context = await _context(app, prepared, tokens)
-    await _hold_all(app, prepared, context.prompt_tokens)
-    message_id, regenerate = prepared.user_message_id, prepared.user_message_id is not None
-    if message_id is None:
-        message_id = await db.run(functools.partial(
-            messages.add, session_id=prepared.session_id, role="user",
-            content=prepared.content, tokens=(tokens, tokenizer.mode)))
+    regenerate = prepared.user_message_id is not None
+    store = None if regenerate else functools.partial(
+        messages.add, session_id=prepared.session_id, role="user", content=prepared.content,
+        tokens=(tokens, tokenizer.mode))
+    ask = Ask(prepared.user.id, 0, context.prompt_tokens,
+              quota.prompt_cost(prepared.model, context.prompt_tokens))
+    admission, stored = await quota.admit(app, prepared.limits, ask,
+                                          prepared.settings.currency, store)
+    prepared.hold = admission.hold
+    message_id = prepared.user_message_id if regenerate else stored
+    assert message_id is not None
     call = UpstreamCall(prepared.model,
                         [*context.history, user_turn(prepared.content, prepared.images)],
                         {"temperature": TEMPERATURE}, bool(prepared.images),

@@ -27,14 +27,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _setting_up(app: web.Application, prepared: service.Prepared) -> AsyncIterator[None]:
-    """The user's concurrency cap and quotas (429 before anything is stored), then the
-    session's turn."""
+    """The user's concurrency cap (429 before anything is stored), then the session's turn;
+    the quotas are checked as the round opens (chat/service.py `open_round`)."""
     registry, limit = app[registry_key], prepared.limits.max_streams
     refusal = (f"Too many chats are generating at once (limit {limit}); stop one or wait for "
                "it to finish")
     async with registry.booked(prepared.user.id, limit, refusal, prepared.session_id), \
-            service.admitted(app, prepared), registry.reserve(prepared.session_id):
-        yield
+            registry.reserve(prepared.session_id):
+        try:
+            yield
+        finally:
+            if not prepared.hold.owned:  # admitted, but no round started
+                await prepared.hold.release()
 
 
 async def _stream(request: web.Request, prepared: service.Prepared) -> web.StreamResponse:

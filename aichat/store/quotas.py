@@ -35,8 +35,8 @@ class Ask:
     api_key_id: int
     tokens: int
     cost_nanos: int
-    request: bool
-    hold: bool
+    request: bool = False
+    hold: bool = False
     instance: int = 0
 
 
@@ -79,11 +79,10 @@ async def standing(db: Reader, user_id: int, api_key_id: int, at: Periods) -> St
     return Standing(**{k: int(v) for k, v in row.items()})
 
 
-async def admit(tx: Transaction, ask: Ask, at: Periods, refuse: Any,
-                grow: int | None = None) -> tuple[Standing, Any, int | None]:
+async def admit(tx: Transaction, ask: Ask, at: Periods,
+                refuse: Any) -> tuple[Standing, Any, int | None]:
     """A store job: the standing; `refuse(standing)`'s verdict (None: admitted); and, when
-    admitted, the request counted and the hold's id (if `ask.hold`): a new hold, or the hold
-    `grow` holding `ask`'s tokens and cost more."""
+    admitted, the request counted and the hold's id (if `ask.hold`)."""
     await tx.serialise(ask.user_id)
     now = await standing(tx, ask.user_id, ask.api_key_id, at)
     verdict = refuse(now)
@@ -96,11 +95,7 @@ async def admit(tx: Transaction, ask: Ask, at: Periods, refuse: Any,
             " excluded.minute THEN quota_minutes.requests + 1 ELSE 1 END,"
             " minute = excluded.minute", (ask.user_id, at.minute))
     hold_id = None
-    if ask.hold and grow is not None:
-        await tx.execute("UPDATE quota_holds SET tokens = tokens + ?, cost_nanos = cost_nanos + ?"
-                         " WHERE id = ?", (ask.tokens, ask.cost_nanos, grow))
-        hold_id = grow
-    elif ask.hold:
+    if ask.hold:
         hold_id = await tx.insert(
             "INSERT INTO quota_holds (user_id, api_key_id, instance_id, tokens, cost_nanos)"
             " VALUES (?, ?, ?, ?, ?)",

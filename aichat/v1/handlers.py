@@ -83,22 +83,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     limits = replace(Limits.of(user, settings),
                      key_tokens_per_month=request.get(api_key_tokens_key))
     tokens = await prompt_estimate(app[tokenizer_key], asked.messages)
-    ask = Ask(user.id, key_id or 0, tokens, quota.prompt_cost(model, tokens), request=True,
-              hold=True)
+    ask = Ask(user.id, key_id or 0, tokens, quota.prompt_cost(model, tokens))
     refusal = f"Too many requests are generating at once (limit {limits.max_streams})"
-    async with app[registry_key].booked(user.id, limits.max_streams, refusal), \
-            quota.admitted(app, limits, ask, settings.currency) as admission:
-        round_ = api_round.open_round(app, user.id, key_id, model, asked, settings, tokens,
-                                      admission.hold)
-        if asked.stream:
-            writer = await relay.begin(request, round_, lambda writer: OpenAISink(
-                writer, round_.call.model_name, asked.include_usage), admission.headers)
-        else:
-            round_.start()
+    async with app[registry_key].booked(user.id, limits.max_streams, refusal):
+        admission, _ = await quota.admit(app, limits, ask, settings.currency)
+        async with quota.holding(admission.hold):
+            round_ = api_round.open_round(app, user.id, key_id, model, asked, settings, tokens,
+                                          admission.hold)
+            if asked.stream:
+                writer = await relay.begin(request, round_, lambda writer: OpenAISink(
+                    writer, round_.call.model_name, asked.include_usage), admission.headers())
+            else:
+                round_.start()
     if not asked.stream:
         await round_.follow(PERSIST_WAIT_S)
         raise_failure(round_.outcome)
-        return _completion(round_, admission.headers)
+        return _completion(round_, admission.headers())
     if writer is None:  # the client left before the headers went out
         return web.Response(status=499)
     return await relay.finish(round_, writer)
