@@ -192,8 +192,8 @@ def rate_headers(limits: Limits, standing: Standing, ask: Ask, now: datetime,
 
 class Hold:
     """A round's prompt held against the limits (a quota_holds row), released once: in the
-    commit that stores the round's usage row (`take`), else when the round ends or, never
-    started, when its admission closes."""
+    commit that stores the round's usage row (`take`), else when the round ends or, if it
+    never started, when the request that opened it ends (`holding`)."""
 
     def __init__(self, db: Database | None = None, hold_id: int | None = None) -> None:
         self.db, self.id = db, hold_id

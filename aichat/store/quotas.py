@@ -11,9 +11,11 @@ counts it and takes its hold, in one transaction serialised per user (store/base
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from aichat.store.base import Reader, Transaction, found
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ async def standing(db: Reader, user_id: int, api_key_id: int, at: Periods) -> St
 
 
 async def admit(tx: Transaction, ask: Ask, at: Periods,
-                refuse: Any) -> tuple[Standing, Any, int | None]:
+                refuse: Callable[[Standing], T | None]) -> tuple[Standing, T | None, int | None]:
     """A store job: the standing; `refuse(standing)`'s verdict (None: admitted); and, when
     admitted, the request counted and the hold's id (if `ask.hold`)."""
     await tx.serialise(ask.user_id)
