@@ -72,7 +72,29 @@ async def test_stop_by_another_user_does_not_touch_the_round(chat):
     assert reader.types()[-1] == "complete"
 
 
-async def test_client_disconnect_stops_upstream_within_a_second_and_saves_partial(chat):
+async def on_disconnect(chat, value: str) -> None:
+    await chat.api.ok("PUT", "/api/settings/system", chat.api.users["admin"],
+                      json={"on_disconnect": value})
+
+
+async def test_a_round_outlives_its_client_and_is_saved_whole(chat):
+    tokens = [f"w{i} " for i in range(40)]
+    chat.upstream.queue(Reply(tokens=tokens, delay=0.01))
+    cm, response, reader = await open_stream(chat)
+    round_ = running_round(chat)
+    response.close()  # a reload, a tunnel: the client is gone, nobody pressed stop
+    await cm.__aexit__(None, None, None)
+    await asyncio.wait_for(round_.done.wait(), 5)
+    assert round_.detached and round_.cancel_reason is None
+    assert await chat.rows("SELECT content, status FROM messages WHERE role = 'assistant'") == [
+        ("".join(tokens).strip(), "complete")]
+    [(completion,)] = await chat.rows("SELECT completion_tokens FROM usage_metrics")
+    assert completion > 0
+
+
+async def test_with_on_disconnect_stop_a_client_disconnect_stops_upstream_and_saves_partial(
+        chat):
+    await on_disconnect(chat, "stop")
     chat.upstream.queue(Reply(tokens=["one ", "two ", "three "], stall_after=2))
     cm, response, reader = await open_stream(chat)
     await reader.until("content")

@@ -48,7 +48,8 @@ async def test_a_v1_stream_takes_one_slot_not_two(chat):
 
 
 async def test_v1_streams_and_chat_rounds_share_the_limit(chat):
-    await chat.api.ok("PUT", "/api/settings/system", "admin", json={"max_concurrent_streams": 2})
+    await chat.api.ok("PUT", "/api/settings/system", "admin", json={
+        "max_concurrent_streams": 2, "on_disconnect": "stop"})  # closing below stops both
     other = await chat.api.ok("POST", "/api/sessions", chat.user,
                               json={"modelConfigId": chat.model["id"]})
     chat.upstream.queue(STALL, STALL)

@@ -480,6 +480,8 @@ ENDINGS = ["complete", "stop", "upstream failure", "client disconnect", "session
 async def test_a_round_holds_its_prompt_until_it_ends(chat, ending):
     await limit(chat, tokensPerDay=1000)
     held = [(chat.user.id, 0, HI, 0)]
+    if ending == "client disconnect":  # else the round would outlive its client (§6.1)
+        await chat.api.ok("PUT", "/api/settings/system", "admin", json={"on_disconnect": "stop"})
     if ending == "upstream failure":
         chat.upstream.queue(Reply(status=500, headers_delay=0.5), Reply(status=500))
         answer = asyncio.create_task(chat.api.call(

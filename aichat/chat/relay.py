@@ -6,7 +6,6 @@ from typing import Callable, Mapping
 
 from aiohttp import web
 
-from aichat.chat.outcome import CancelReason
 from aichat.chat.registry import PERSIST_WAIT_S
 from aichat.chat.round import Round
 from aichat.chat.sink import Sink
@@ -21,8 +20,7 @@ async def begin(request: web.Request, round_: Round,
 
     None if the client left before the headers went out (the round is not started).
     """
-    writer = SSEWriter(request, round_.settings.heartbeat_s,
-                       on_gone=lambda: round_.cancel(CancelReason.DISCONNECT))
+    writer = SSEWriter(request, round_.settings.heartbeat_s, on_gone=round_.client_gone)
     if headers:
         writer.response.headers.update(headers)
     try:

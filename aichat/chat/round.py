@@ -74,6 +74,7 @@ class Round:
         self.assistant_message_id: int | None = None
         self.final_usage: dict[str, int] | None = None
         self.claim_id: int | None = None  # its slot among several instances (chat/cluster.py)
+        self.detached = False  # its client left and it runs on (`outlives_client`)
 
     @property
     def session_id(self) -> int | None:
@@ -116,9 +117,22 @@ class Round:
     def running(self) -> bool:
         return not self.done.is_set()
 
+    @property
+    def outlives_client(self) -> bool:
+        """A chat stream's round runs on when its client leaves (`on_disconnect`,
+        docs/api.md §6.1); a /v1 request or a non-streamed round ends with its client."""
+        return self.streamed and self.turn is not None and self.settings.outlive_client
+
+    def client_gone(self) -> None:
+        if self.outlives_client:
+            self.detached = True
+        else:
+            self.cancel(CancelReason.DISCONNECT, discard=not self.streamed)
+
     async def follow(self, wait_s: float) -> None:
-        """Wait for the round (from its HTTP handler); if the client leaves meanwhile, stop it
-        and let it finish (up to `wait_s`) before the handler's cancellation goes on.
+        """Wait for the round (from its HTTP handler). If the client leaves meanwhile, a round
+        that outlives its client runs on; any other is stopped and given up to `wait_s` to
+        finish before the handler's cancellation goes on.
 
         A streamed round keeps its partial reply; a non-streamed one has no partial to keep, so
         a client that gave up on it leaves nothing more stored (docs/api.md §6.1).
@@ -128,6 +142,9 @@ class Round:
         try:
             await asyncio.shield(self.task)
         except asyncio.CancelledError:
+            if self.outlives_client and self.cancel_reason is None:
+                self.detached = True  # its task is the registry's now, as any round's
+                raise
             self.cancel(CancelReason.DISCONNECT, discard=not self.streamed)
             await self.wait_done(wait_s)
             raise

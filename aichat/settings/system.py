@@ -97,6 +97,7 @@ class StreamSettings:
     tokens_per_month: int | None = None
     cost_per_month_nanos: int | None = None
     currency: str = "USD"
+    outlive_client: bool = True  # on_disconnect: a chat stream's round outlives its client
 
 
 def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
@@ -117,6 +118,7 @@ def stream_settings(config: Config, values: dict[str, Any]) -> StreamSettings:
         tokens_per_month=values["default_tokens_per_month"],
         cost_per_month_nanos=_nanos(values["default_cost_per_month"]),
         currency=values["currency"],
+        outlive_client=values["on_disconnect"] == "continue",
     )
 
 

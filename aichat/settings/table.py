@@ -153,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("default_cost_per_month", "money", None,
             "cost in `currency` one user's rounds may reach per UTC calendar month, at the "
             "models' prices (unset: unlimited)", lo=0, hi=MAX_MONEY, runtime=True),
+    Setting("on_disconnect", "choice", "continue",
+            "when a chat stream's client goes away without stopping it: `continue` (the round "
+            "runs to its end and is saved whole) or `stop` (it is saved as it was)",
+            choices=("continue", "stop"), runtime=True),
     Setting("max_reply_chars", "int", MIB,
             "characters one reply may reach (content and reasoning); past it the round ends "
             "with an `error`, keeping what was relayed", ("MAX_REPLY_CHARS",), 1000, 16 * MIB,
