@@ -137,6 +137,8 @@ async def test_abort_then_completion_with_same_content_returns_the_partial(chat)
     assert data["content"] == "alpha beta"
     assert data["assistantMessage"]["status"] == "stopped"
     assert data["assistantMessage"]["content"] == "alpha beta"
+    # The round outlived its client until the re-send stopped it: upstream cancelled too.
+    await asyncio.wait_for(chat.upstream.requests[0].disconnected.wait(), 2)
     assert data["userMessageId"] == reader.events[0]["messageId"]
     assert data["usage"]["completion_tokens"] > 0 and "context_limit" in data["usage"]
     assert len(chat.upstream.requests) == 1  # no new upstream call
