@@ -215,12 +215,19 @@ async def priced_model(chat) -> int:
     return model["id"]
 
 
-async def test_the_monthly_cost_limit_counts_priced_rounds_and_resets_on_the_first(chat):
+async def spent(chat, prompt: int, reply: int) -> int:
+    """A monthly cost limit of 25.00 and one priced round of `prompt` + `reply` tokens (one
+    currency unit each) spent; a second session on the priced model, for the next round."""
     model = await priced_model(chat)
     priced, other_priced = await new_session(chat, model), await new_session(chat, model)
     await limit(chat, costPerMonth=25)
-    chat.upstream.queue(Reply(usage=usage(12, 8)))
-    await complete(chat, session_id=priced)  # 20.00 of 25.00
+    chat.upstream.queue(Reply(usage=usage(prompt, reply)))
+    await complete(chat, session_id=priced)
+    return other_priced
+
+
+async def test_the_monthly_cost_limit_counts_priced_rounds_and_resets_on_the_first(chat):
+    other_priced = await spent(chat, 12, 8)  # 20.00 of 25.00
     assert await chat.rows("SELECT tokens, cost_nanos FROM quota_days") == [(20, 20 * 10**9)]
     first = next_month(datetime.now(UTC))
     moment = first - timedelta(seconds=10)
@@ -234,32 +241,28 @@ async def test_the_monthly_cost_limit_counts_priced_rounds_and_resets_on_the_fir
     await complete(chat, session_id=other_priced)
 
 
-async def test_a_cost_limit_of_zero_blocks_priced_rounds_only(chat):
-    priced = await new_session(chat, await priced_model(chat))
-    await limit(chat, costPerMonth=0)
+async def refused_for_cost(chat, limit_shown: str, session_id: int) -> None:
+    """A priced round refused by the monthly cost limit late today; an unpriced one passes."""
     moment = today_at(23, 59, 30)
     set_clock(chat, moment)
     first = next_month(moment)
-    await refused(chat, f"Monthly cost limit of 0.00 USD reached; resets at {iso(first)}",
-                  seconds(moment, first), session_id=priced)
+    await refused(chat, f"Monthly cost limit of {limit_shown} USD reached; resets at "
+                        f"{iso(first)}", seconds(moment, first), session_id=session_id)
     await complete(chat)
+
+
+async def test_a_cost_limit_of_zero_blocks_priced_rounds_only(chat):
+    priced = await new_session(chat, await priced_model(chat))
+    await limit(chat, costPerMonth=0)
+    await refused_for_cost(chat, "0.00", priced)
     assert len(chat.upstream.requests) == 1
 
 
 async def test_an_unpriced_model_is_never_refused_by_a_cost_limit(chat):
     # A priced reply crosses the cost limit mid-stream (it is not cut); the next priced round
     # is refused, but a model without prices "never counts against a cost limit" (§9).
-    model = await priced_model(chat)
-    priced, other_priced = await new_session(chat, model), await new_session(chat, model)
-    await limit(chat, costPerMonth=25)
-    chat.upstream.queue(Reply(usage=usage(12, 18)))
-    await complete(chat, session_id=priced)  # 30.00 of 25.00
-    moment = today_at(23, 59, 30)
-    set_clock(chat, moment)
-    first = next_month(moment)
-    await refused(chat, f"Monthly cost limit of 25.00 USD reached; resets at {iso(first)}",
-                  seconds(moment, first), session_id=other_priced)
-    await complete(chat)
+    other_priced = await spent(chat, 12, 18)  # 30.00 of 25.00
+    await refused_for_cost(chat, "25.00", other_priced)
 
 
 async def v1_call(chat, key: str | None = None) -> dict:
@@ -573,21 +576,19 @@ async def test_a_superseding_round_whose_grown_prompt_would_pass_the_limit_is_re
 
 
 async def test_no_hold_and_no_count_without_limits(chat):
-    chat.upstream.queue(STALL)
-    async with chat.open() as response:
-        await SSEStream(response).until("content")
-        assert await holds(chat) == []
-        await chat.api.ok("POST", "/api/chat/stop", chat.user,
-                          json={"sessionId": chat.session_id})
+    async def stalled_round_holds_nothing() -> None:
+        chat.upstream.queue(STALL)
+        async with chat.open() as response:
+            await SSEStream(response).until("content")
+            assert await holds(chat) == []
+            await chat.api.ok("POST", "/api/chat/stop", chat.user,
+                              json={"sessionId": chat.session_id})
+
+    await stalled_round_holds_nothing()
     assert await chat.rows("SELECT user_id FROM quota_minutes") == []
     # A request limit alone counts the request but holds nothing.
     await limit(chat, requestsPerMinute=100)
-    chat.upstream.queue(STALL)
-    async with chat.open() as response:
-        await SSEStream(response).until("content")
-        assert await holds(chat) == []
-        await chat.api.ok("POST", "/api/chat/stop", chat.user,
-                          json={"sessionId": chat.session_id})
+    await stalled_round_holds_nothing()
     assert await chat.rows("SELECT requests FROM quota_minutes") == [(1,)]
 
 
