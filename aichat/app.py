@@ -21,7 +21,7 @@ from aichat.http.cors import setup_cors
 from aichat.http.errors import ApiError
 from aichat.handlers import auth as auth_handlers
 from aichat.handlers import chat, api_keys as keys, meta, models, openapi, quotas as quota_handlers
-from aichat.handlers import sessions, usage, users
+from aichat.handlers import follow, sessions, usage, users
 from aichat.handlers import settings as settings_handlers
 from aichat.http.appkeys import (cipher_key, clock_key, config_key, db_key, hasher_key,
                                  http_key, limiter_key, registry_key, resolver_key,
@@ -63,8 +63,8 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, cluster_ctx, http_ctx, checkpoint_ctx])
     app.on_shutdown.append(stop_rounds)
-    for module in (auth_handlers, users, models, sessions, chat, usage, keys, settings_handlers,
-                   quota_handlers, meta, openapi):
+    for module in (auth_handlers, users, models, sessions, chat, follow, usage, keys,
+                   settings_handlers, quota_handlers, meta, openapi):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
     app.add_subapp("/v1", create_v1_app())  # after CORS: SDK clients are not browsers

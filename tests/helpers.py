@@ -107,6 +107,7 @@ class SSEStream:
         self.events: list[dict] = []
         self.pings = 0
         self.raw: list[bytes] = []
+        self.ids: list[str] = []  # the `id:` of each numbered event, in order
 
     async def next(self, timeout: float = 5.0) -> dict | None:
         """The next data event (pings are counted and skipped); None at the end of the body."""
@@ -121,7 +122,10 @@ class SSEStream:
                     return None
                 if not block:
                     return None
-                self.raw.append(block)
+                if block.startswith(b"id: "):  # a chat stream's events are numbered
+                    line, _, block = block.partition(b"\n")
+                    self.ids.append(line[4:].decode())
+                self.raw.append(block)  # the event itself, without its id
                 if block == b": ping\n\n":
                     self.pings += 1
                     continue

@@ -128,7 +128,11 @@ async def test_normal_reply_events_headers_and_storage(chat):
     messages = await chat.messages()
     assert [m["role"] for m in messages] == ["user", "assistant"]
     user, reply = messages
-    assert stream.events[0] == {"type": "start", "messageId": user["id"]}
+    generation = stream.events[0]["generationId"]
+    assert stream.events[0] == {"type": "start", "messageId": user["id"],
+                                "generationId": generation}
+    # Every event is numbered within its round: <generationId>:1, :2, ... (docs/api.md §5.9).
+    assert stream.ids == [f"{generation}:{n}" for n in range(1, len(stream.events) + 1)]
     assert user["content"] == "Hi there" and user["status"] == "complete"
     assert terminal == {"type": "complete", "assistantMessageId": reply["id"]}
     assert reply["content"] == "Hello, world!" and reply["status"] == "complete"
@@ -232,8 +236,9 @@ async def test_each_event_and_ping_arrives_whole(chat_factory):
                 reads.append(piece)
     for piece in reads:
         assert piece.endswith(b"\n\n"), piece
-        assert piece.startswith((b"data: ", b": ping\n\n")), piece
-    blocks = [b + b"\n\n" for b in b"".join(reads).split(b"\n\n")[:-1]]
+        assert piece.startswith((b"id: ", b": ping\n\n")), piece
+    blocks = [b.partition(b"\n")[2] + b"\n\n" if b.startswith(b"id: ") else b + b"\n\n"
+              for b in b"".join(reads).split(b"\n\n")[:-1]]
     pings = [b for b in blocks if b == b": ping\n\n"]
     events = [json.loads(b[6:]) for b in blocks if b != b": ping\n\n"]
     assert len(pings) >= 3

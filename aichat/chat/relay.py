@@ -6,6 +6,7 @@ from typing import Callable, Mapping
 
 from aiohttp import web
 
+from aichat.chat.broadcast import Broadcast
 from aichat.chat.registry import PERSIST_WAIT_S
 from aichat.chat.round import Round
 from aichat.chat.sink import Sink
@@ -13,10 +14,11 @@ from aichat.sse import SSEWriter
 
 
 async def begin(request: web.Request, round_: Round,
-                sink: Callable[[SSEWriter], Sink] = lambda writer: writer,
+                sink: Callable[[SSEWriter], Sink] | None = None,
                 headers: Mapping[str, str] | None = None) -> SSEWriter | None:
     """Send the headers (the stream's and `headers`), then start the round with its events
-    going to `sink(writer)`.
+    going to `sink(writer)`; by default (an /api chat stream) numbered and followable
+    (chat/broadcast.py).
 
     None if the client left before the headers went out (the round is not started).
     """
@@ -27,7 +29,11 @@ async def begin(request: web.Request, round_: Round,
         await writer.start()
     except (ConnectionError, RuntimeError):
         return None
-    round_.sink = sink(writer)
+    if sink is None:
+        round_.broadcast = Broadcast(writer)
+        round_.sink = round_.broadcast
+    else:
+        round_.sink = sink(writer)
     round_.start()
     return writer
 

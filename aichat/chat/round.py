@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from aichat.chat.attempts import Attempts, Waits
+from aichat.chat.broadcast import Broadcast
 from aichat.chat.call import UpstreamCall
 from aichat.chat.outcome import COMPLETE, STOPPED, CancelReason, ErrorKind, Outcome, Status
 from aichat.chat.recorders import Recorder, Turn
@@ -75,6 +76,7 @@ class Round:
         self.final_usage: dict[str, int] | None = None
         self.claim_id: int | None = None  # its slot among several instances (chat/cluster.py)
         self.detached = False  # its client left and it runs on (`outlives_client`)
+        self.broadcast: Broadcast | None = None  # an /api chat stream's: its followers
 
     @property
     def session_id(self) -> int | None:
@@ -234,8 +236,10 @@ class Round:
                 "context_remaining": max(0, limit - prompt_tokens)}
 
     def _opening(self) -> list[dict[str, Any]]:
-        opening: list[dict[str, Any]] = [
-            {"type": "start", "messageId": self.user_message_id}]
+        start: dict[str, Any] = {"type": "start", "messageId": self.user_message_id}
+        if self.broadcast is not None:
+            start["generationId"] = self.broadcast.generation
+        opening = [start]
         if self.settings.usage_emit and not self.settings.usage_provider_only:
             prompt = self.call.prompt_tokens
             opening.append({"type": "usage", "usage": self._usage_numbers(

@@ -131,6 +131,15 @@ def _session_ops() -> list[Operation]:
             "listMessages", "sessions", "A session's messages, oldest first",
             params=(ref("sessionId", "parameters"), *paged_by(bodies.MESSAGES_PAGE)),
             data=paged("messages", ref("Message")))),
+        ("get", "/api/chat/sessions/{sessionId}/stream", op(
+            "followChat", "chat", "Follow the reply being generated on a session",
+            params=(ref("sessionId", "parameters"),
+                    query("after", {"type": "string", "pattern": "^[0-9]{0,11}$"},
+                          "Send the events after this sequence number (Last-Event-ID wins).")),
+            ok=SSE, errors=(404, 429),
+            more={"204": {"description": "No round is running on the session."}},
+            description="Last-Event-ID `<generationId>:<n>` of this round: the events after n; "
+                        "neither it nor `after`: `start`, the text so far, then live events.")),
         ("post", "/api/chat/stream", op(
             "streamChat", "chat", "Send a message and stream the reply", body=bodies.CHAT,
             ok=SSE, errors=(404, 429), description="JSON errors come before anything is stored.")),

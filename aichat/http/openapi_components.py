@@ -164,7 +164,8 @@ def _stream_schemas() -> dict[str, Schema]:
         "StreamEvent": {
             "description": "The JSON of one `data:` line of a chat stream (docs/api.md §5.6).",
             "anyOf": [
-                obj({"type": {"const": "start"}, "messageId": ID}),
+                obj({"type": {"const": "start"}, "messageId": ID, "generationId": STRING},
+                    ["type", "messageId"]),
                 obj({"type": {"const": "usage"}, "usage": {"type": "object"}}),
                 obj({"type": enum(("content", "reasoning")), "content": text(1, blank=True)}),
                 obj({"type": {"const": "stop"}, "reason": STRING,

@@ -78,6 +78,11 @@ class SSEWriter:
             return False
         return True
 
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the client's connection."""
+        transport = self._request.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
     def _gone(self) -> None:
         if not self.closed:
             self.closed = True
