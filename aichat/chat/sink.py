@@ -1,8 +1,9 @@
 """Where a round's events go.
 
-A round speaks the /api event vocabulary (docs/api.md §5.6). The /api stream's sink is the
-`SSEWriter` itself, with no wrapper in between; /v1 turns the events into OpenAI's chunks
-(v1/sink.py); a non-streamed round sends them nowhere and is read when it is done.
+A round speaks the /api event vocabulary (docs/api.md §5.6). The /api stream's sink numbers
+each event and writes it to the client and its followers (chat/broadcast.py, §5.9); /v1 turns
+the events into OpenAI's chunks (v1/sink.py); a non-streamed round sends them nowhere and is
+read when it is done.
 """
 
 from __future__ import annotations
