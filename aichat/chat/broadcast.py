@@ -3,15 +3,16 @@
 Each event of a round of /api/chat/stream or /api/chat/regenerate goes out once encoded, with
 the SSE id `<generation>:<sequence>` (sequence from 1), to every writer attached: the client
 that started the round, then the followers of GET /api/chat/sessions/:id/stream. What a late
-follower needs is kept compactly: the text events as counts into the round's own text parts
-(the strings themselves are the reply's), the other events whole, so a round holds at most a
-few bytes per event beyond its reply, which `max_reply_chars` bounds.
+follower needs is kept compactly: each text event as its part of the text and its number (the
+strings themselves are the reply's), the other events whole, so a round holds a list slot and
+four bytes per text event beyond its reply, which `max_reply_chars` bounds.
 """
 
 from __future__ import annotations
 
 import secrets
 from array import array
+from bisect import bisect_right
 from typing import Any
 
 from aichat.sse.writer import SSEWriter, encode_event, encode_text
@@ -29,42 +30,40 @@ class Broadcast:
         self.followers: list[SSEWriter] = []
         self.seq = 0
         self._parts: dict[str, list[str]] = {"content": [], "reasoning": []}
-        # After event n: how many content and reasoning parts had been sent (index 0: none).
-        self._counts = {"content": array("i", [0]), "reasoning": array("i", [0])}
+        # The number of the event that carried each part (ascending: found by bisection).
+        self._numbers = {"content": array("i"), "reasoning": array("i")}
         self._kept: list[tuple[int, dict[str, Any]]] = []  # the other events, by number
         self._last_text = 0  # the number of the latest text event
-
-    def _id(self) -> bytes:
-        return self._prefix + str(self.seq).encode() + b"\n"
-
-    def _count(self) -> None:
-        for kind, counts in self._counts.items():
-            counts.append(len(self._parts[kind]))
 
     async def send(self, *payloads: dict[str, Any]) -> bool:
         chunks = []
         for payload in payloads:
             self.seq += 1
-            self._count()
             if payload.get("type") != "usage" or len(self._kept) < MAX_KEPT_EVENTS:
                 self._kept.append((self.seq, payload))
-            chunks.append(self._id() + encode_event(payload))
-        return await self._write(b"".join(chunks))
-
-    async def text(self, kind: str, text: str) -> bool:
-        self.seq += 1
-        self._last_text = self.seq
-        self._parts[kind].append(text)
-        self._count()
-        return await self._write(self._id() + encode_text(kind, text))
-
-    async def _write(self, data: bytes) -> bool:
+            chunks.append(self._encoded(self.seq, payload))
+        data = b"".join(chunks)
         written = await self.writer.write(data)
         if self.followers:
-            for follower in list(self.followers):
-                if follower.backlog() > FOLLOWER_BACKLOG or not await follower.write(data):
-                    self.unfollow(follower)
+            await self._to_followers(data)
         return written
+
+    async def text(self, kind: str, text: str) -> bool:
+        # The hottest path of a relayed stream: a few appends and one formatting.
+        self.seq = seq = self.seq + 1
+        self._last_text = seq
+        self._parts[kind].append(text)
+        self._numbers[kind].append(seq)
+        data = b"%b%d\n%b" % (self._prefix, seq, encode_text(kind, text))
+        written = await self.writer.write(data)
+        if self.followers:
+            await self._to_followers(data)
+        return written
+
+    async def _to_followers(self, data: bytes) -> None:
+        for follower in list(self.followers):
+            if follower.backlog() > FOLLOWER_BACKLOG or not await follower.write(data):
+                self.unfollow(follower)
 
     # --- followers ---
 
@@ -83,8 +82,9 @@ class Broadcast:
         """The text of events start+1..end, one piece per kind (reasoning first)."""
         texts = []
         for kind in ("reasoning", "content"):
-            counts = self._counts[kind]
-            text = "".join(self._parts[kind][counts[start]:counts[end]])
+            numbers = self._numbers[kind]
+            first, last = bisect_right(numbers, start), bisect_right(numbers, end)
+            text = "".join(self._parts[kind][first:last])
             if text:
                 texts.append((kind, text))
         return texts
@@ -105,7 +105,7 @@ class Broadcast:
     def _merged(self, start: int, end: int) -> list[bytes]:
         if end <= start:
             return []
-        mark = self._prefix + str(end).encode() + b"\n"
+        mark = b"%b%d\n" % (self._prefix, end)
         return [mark + encode_text(kind, text) for kind, text in self._text_since(start, end)]
 
     def _snapshot(self) -> bytes:
@@ -119,4 +119,4 @@ class Broadcast:
         return b"".join(chunks)
 
     def _encoded(self, seq: int, payload: dict[str, Any]) -> bytes:
-        return self._prefix + str(seq).encode() + b"\n" + encode_event(payload)
+        return b"%b%d\n%b" % (self._prefix, seq, encode_event(payload))
