@@ -117,3 +117,29 @@ async def test_another_users_running_round_is_not_followable(chat):
         await own.until("content")
         await chat.api.error("GET", path(chat), bob, 404, "Chat session not found")
         await own.rest()
+
+
+class _Client:
+    """A writer that keeps what it is sent (the catch-up's bounds need no network)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def write(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+
+async def test_the_catch_up_log_is_bounded_but_keeps_the_ending():
+    from aichat.chat.broadcast import MAX_KEPT_EVENTS, Broadcast
+    broadcast = Broadcast(_Client())  # type: ignore[arg-type]
+    await broadcast.send({"type": "start", "messageId": 1})
+    for i in range(3 * MAX_KEPT_EVENTS):  # an upstream sending usage with every chunk
+        await broadcast.text("content", f"t{i} ")
+        await broadcast.send({"type": "usage", "usage": {"completion_tokens": i}})
+    await broadcast.send({"type": "end"}, {"type": "complete", "assistantMessageId": 7})
+    assert len(broadcast._kept) == MAX_KEPT_EVENTS + 2
+    snapshot = broadcast.follow(_Client(), None)  # type: ignore[arg-type]
+    assert snapshot.startswith(b"id: ") and b'"type":"start"' in snapshot
+    assert snapshot.endswith(b'{"type":"complete","assistantMessageId":7}\n\n')
+    assert "".join(f"t{i} " for i in range(3 * MAX_KEPT_EVENTS)).encode() in snapshot

@@ -18,8 +18,13 @@ from typing import Any
 from aichat.sse.writer import SSEWriter, encode_event, encode_text
 
 MAX_FOLLOWERS = 16  # per round; more: 429
-MAX_KEPT_EVENTS = 256  # non-text events kept for a replay (a hostile upstream's usage chunks)
+MAX_KEPT_EVENTS = 256  # other events kept for a replay (a hostile upstream's usage chunks)
 FOLLOWER_BACKLOG = 1024 * 1024  # bytes a follower may leave unread before it is dropped
+
+
+def _ending(payload: dict[str, Any]) -> bool:
+    """An event of the round's end (kept past MAX_KEPT_EVENTS: a follower must get it)."""
+    return payload.get("type") in ("end", "complete", "error") or "assistantMessageId" in payload
 
 
 class Broadcast:
@@ -39,7 +44,7 @@ class Broadcast:
         chunks = []
         for payload in payloads:
             self.seq += 1
-            if payload.get("type") != "usage" or len(self._kept) < MAX_KEPT_EVENTS:
+            if len(self._kept) < MAX_KEPT_EVENTS or _ending(payload):
                 self._kept.append((self.seq, payload))
             chunks.append(self._encoded(self.seq, payload))
         data = b"".join(chunks)
