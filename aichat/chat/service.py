@@ -130,8 +130,8 @@ async def _context(app: web.Application, prepared: Prepared, tokens: int) -> Con
 
 async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool) -> Round:
     """Check the quotas with the prompt as it will be sent (429), then, in the same commit,
-    store the user message (unless regenerating); build the round, not started yet. Run it
-    inside `quota.holding(prepared.hold)`."""
+    store the user message (unless regenerating); build the round, not started yet. If it
+    never starts, the caller releases `prepared.hold` (handlers/chat.py `_setting_up`)."""
     db, tokenizer = app[db_key], app[tokenizer_key]
     tokens = await _user_tokens(app, prepared)
     # Read before the new message is stored: the same history either way.
