@@ -10,7 +10,8 @@ SLOW = Reply(tokens=[f"w{i} " for i in range(300)], delay=0.02)
 
 async def test_concurrent_rounds_per_user_are_capped(chat):
     api, alice = chat.api, chat.user
-    await api.ok("PUT", "/api/settings/system", "admin", json={"max_concurrent_streams": 2})
+    await api.ok("PUT", "/api/settings/system", "admin", json={
+        "max_concurrent_streams": 2, "on_disconnect": "stop"})  # closing below ends them
     sessions = [chat.session_id] + [
         (await api.ok("POST", "/api/sessions", alice,
                       json={"modelConfigId": chat.model["id"]}))["id"] for _ in range(2)]

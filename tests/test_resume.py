@@ -31,7 +31,7 @@ async def follow(chat, *, headers: dict[str, str] | None = None, query: str = ""
 
 async def cut_off(chat, contents: int) -> SSEStream:
     """Start a slow round and leave after `contents` content events (a lost connection)."""
-    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.02))
+    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.008))
     async with chat.open() as response:
         stream = SSEStream(response)
         while len([e for e in stream.events if e["type"] == "content"]) < contents:
@@ -82,7 +82,7 @@ async def test_resume_without_an_id_is_a_snapshot_then_the_live_events(chat):
 
 
 async def test_two_followers_and_the_client_get_the_same_reply(chat):
-    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.02))
+    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.008))
     async with chat.open() as response:
         own = SSEStream(response)
         await own.until("content")
@@ -110,7 +110,7 @@ async def test_nothing_running_is_204_and_access_rules(chat):
 
 
 async def test_another_users_running_round_is_not_followable(chat):
-    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.02))
+    chat.upstream.queue(Reply(tokens=TOKENS, delay=0.008))
     bob = await chat.api.register("bob")
     async with chat.open() as response:
         own = SSEStream(response)
