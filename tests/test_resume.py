@@ -143,3 +143,27 @@ async def test_the_catch_up_log_is_bounded_but_keeps_the_ending():
     assert snapshot.startswith(b"id: ") and b'"type":"start"' in snapshot
     assert snapshot.endswith(b'{"type":"complete","assistantMessageId":7}\n\n')
     assert "".join(f"t{i} " for i in range(3 * MAX_KEPT_EVENTS)).encode() in snapshot
+
+
+async def test_the_followers_of_one_round_are_capped(chat):
+    from aichat.chat.broadcast import MAX_FOLLOWERS
+    chat.upstream.queue(Reply(tokens=["first ", "never"], stall_after=1))
+    async with chat.open() as response:
+        own = SSEStream(response)
+        await own.until("content")
+        tabs = []
+        for _ in range(MAX_FOLLOWERS):  # each attached once its snapshot arrives
+            tab = await chat.api.client.get(path(chat), headers=chat.user.headers).__aenter__()
+            assert tab.status == 200
+            await SSEStream(tab).until("content")
+            tabs.append(tab)
+        await chat.api.error("GET", path(chat), chat.user, 429,
+                             f"At most {MAX_FOLLOWERS} clients may follow one reply")
+        await chat.api.ok("POST", "/api/chat/stop", chat.user,
+                          json={"sessionId": chat.session_id})
+        for tab in tabs:
+            rest = SSEStream(tab)
+            await rest.rest()
+            assert rest.events[-1]["type"] == "stop"
+            tab.close()
+        await own.rest()
