@@ -32,7 +32,7 @@ from aichat.security import secrets_file
 from aichat.security.crypto import KeyCipher
 from aichat.security.passwords import PasswordHasher
 from aichat.security.jwt_tokens import TokenService
-from aichat.store import checkpoints, quotas
+from aichat.store import checkpoints, messages, quotas
 from aichat.timeutil import Clock
 from aichat.v1 import create_v1_app
 from aichat.store import db as database
@@ -95,6 +95,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
             if recovered:
                 log.warning("recovered %d round(s) cut off by an unclean stop; their partial "
                             "replies are kept as 'interrupted'", len(recovered))
+            await db.run(messages.drop_streaming, False)  # died before any checkpoint
             await db.run(quotas.clear_holds)  # this process was the only one holding
         await bootstrap_admin(app, db, config)
         app[db_key] = db

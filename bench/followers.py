@@ -206,13 +206,15 @@ def revision(root: Path) -> str:
 
 
 async def start_server(http: aiohttp.ClientSession, root: Path, stack: run.Stack,
-                       log: Path) -> run.Stack:
-    """An aichat server from checkout `root`, set up as bench/run.py's, on `stack`'s upstream."""
+                       log: Path, extra_env: dict[str, str] | None = None) -> run.Stack:
+    """An aichat server from checkout `root`, set up as bench/run.py's, on `stack`'s upstream
+    (with `extra_env` on top: a setting only this side has)."""
     port = run.free_port()
     data_dir = tempfile.mkdtemp(prefix="aichat-bench-base-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORT", "DATABASE_URL"))}
     env.update({"PORT": str(port), "HOST": "127.0.0.1", "APP_MODE": "multi",
-                "DATABASE_URL": os.path.join(data_dir, "app.db"), "BCRYPT_ROUNDS": "4"})
+                "DATABASE_URL": os.path.join(data_dir, "app.db"), "BCRYPT_ROUNDS": "4",
+                **(extra_env or {})})
     started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "server.py", "--env-file", "/nonexistent"],
                               cwd=root, env=env, stdout=subprocess.DEVNULL,
@@ -231,6 +233,7 @@ class Bench:
         self.args = args
         self.plan = quotas.scenarios(args.quick)
         self.rounds = args.rounds or (2 if args.quick else 16)
+        self.what = args.what
         self.long = args.reply or ("500x3" if args.quick else "2000x3")  # tokens x gap ms
         self.followers = args.followers
         self.parts = (args.only,) if args.only else ("ids", "followers")
@@ -255,8 +258,12 @@ class Bench:
             if "ids" in self.parts:
                 base_root = cleanup.enter_context(base_checkout(self.args.base_root))
                 self.notes["revs"]["base"] = (base_root, revision(base_root))
+                base_env = dict(pair.split("=", 1) for pair in self.args.base_env)
                 stacks["base"] = await start_server(http, base_root, head,
-                                                    out / "followers-base.log")
+                                                    out / "followers-base.log", base_env)
+                if base_env:
+                    self.notes["revs"]["base"] = (base_root, revision(base_root) + " with "
+                                                  + ", ".join(self.args.base_env))
                 cleanup.callback(stacks["base"].server.wait, 15)
                 cleanup.callback(stacks["base"].server.terminate)
                 cleanup.callback(shutil.rmtree, stacks["base"].data_dir, True)
@@ -384,7 +391,8 @@ class Bench:
         sides = [f"{side}: `{revs[side][0]}` at {revs[side][1]} ({ids[side][0]} `id:` lines on "
                  f"{ids[side][1]} events of a warm-up stream)" for side in revs]
         lines = [
-            "# aichat relay: event ids and followers (issue 16)", "",
+            f"# aichat relay: {self.what.lower()}"
+            + (" and followers" if self.follow else ""), "",
             f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- command: `{command}` — wall time {self.notes['wall_s']:.0f} s (set-up and "
             f"warm-up {self.notes['setup_s']:.0f} s"
@@ -417,7 +425,7 @@ class Bench:
 
     def relay_report(self) -> list[str]:
         lines = [
-            "## 1. Event ids on the relay path: HEAD vs base", "",
+            f"## 1. {self.what} on the relay path: HEAD vs base", "",
             "Load: " + "; ".join(
                 f"**{s.name}** = {s.users} users at once, each {s.rounds} rounds one after "
                 f"another in its own session, {s.shape.split('x')[0]}-token replies "
@@ -553,6 +561,11 @@ def main() -> None:
                         help="run one part only")
     parser.add_argument("--reply", default=None, metavar="TOKENSxGAP_MS",
                         help="part 2's reply (default 2000x3; 500x3 with --quick)")
+    parser.add_argument("--what", default="Event ids",
+                        help="what HEAD adds over the base, for the report's headings")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the base server only (with "
+                             "--base-root on this checkout: one setting on vs off)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "FOLLOWERS.md"))
     args = parser.parse_args()
     run.run_and_report(Bench(args), "bench/followers.py", args.out)

@@ -31,7 +31,8 @@ BOTH_BACKENDS = {"test_auth", "test_users", "test_models", "test_sessions", "tes
                  "test_settings", "test_chat_stream", "test_chat_control", "test_chat_usage",
                  "test_chat_outcome", "test_chat_slots", "test_chat_context", "test_v1",
                  "test_cluster", "test_prices",
-                 "test_usage_summary", "test_quotas", "test_quota_enforcement", "test_resume"}
+                 "test_usage_summary", "test_quotas", "test_quota_enforcement", "test_resume",
+                 "test_live_history"}
 PG_SECRETS = dict(jwt_secret="test-jwt-secret-" + "j" * 32,
                   encryption_key="test-encryption-key-" + "k" * 32)
 

@@ -165,7 +165,8 @@ async def test_an_instance_killed_mid_round_loses_no_reply_and_no_slot(pg_url, t
         response.close()
         # B notices that A is gone (its lock is free) and keeps the partial reply.
         reply = await until(lambda: db.fetchrow(
-            "SELECT content, status FROM messages WHERE role = 'assistant'"))
+            "SELECT content, status FROM messages WHERE role = 'assistant'"
+            " AND status <> 'streaming'"))
         assert reply["status"] == "interrupted"
         assert "".join(tokens).startswith(reply["content"])
         assert reply["content"].startswith(checkpointed.strip())
@@ -331,3 +332,57 @@ async def test_parallel_rounds_on_two_instances_hold_a_token_budget(pg_url, tmp_
         assert await db.fetchval("SELECT COUNT(*) FROM quota_holds") == 0
         stored = await db.fetchval("SELECT SUM(tokens) FROM quota_days")
         assert stored == await db.fetchval("SELECT SUM(total_tokens) FROM usage_metrics")
+
+
+async def _follow_on(http: aiohttp.ClientSession, base: str, auth: dict, session_id: int,
+                     last_event_id: str | None = None, *, upto: str | None = None) -> SSEStream:
+    """Follow the session's round on `base`: to its end, or (`upto`) until that event."""
+    headers = {**auth, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+    async with http.get(f"{base}/api/chat/sessions/{session_id}/stream",
+                        headers=headers) as r:
+        assert r.status == 200, await r.text()
+        stream = SSEStream(r)
+        if upto is None:
+            await stream.rest(timeout=10)
+        else:
+            await stream.until(upto, timeout=10)
+        return stream
+
+
+async def test_a_reply_running_on_a_is_listed_and_followed_on_b(pg_url, tmp_path, upstream):
+    async with two(pg_url, tmp_path) as (a, b, http, db):
+        auth, session = await owner_with_session(http, a.base, upstream.url)
+        sid = session["id"]
+        tokens = [f"w{i} " for i in range(150)]
+        whole = "".join(tokens).strip()
+        upstream.queue(Reply(tokens=tokens, delay=0.02))
+        response, own = await streaming(http, a.base, auth, sid, "tell")
+        await until(lambda: db.fetchval("SELECT COUNT(*) FROM round_checkpoint_parts"))
+        # B lists the reply A is generating, with the text A has checkpointed.
+        async with http.get(f"{b.base}/api/chat/sessions/{sid}/messages", headers=auth) as r:
+            listed = (await r.json())["data"]["messages"]
+        assert listed[1]["status"] == "streaming" and listed[1]["content"]
+        assert whole.startswith(listed[1]["content"])
+        # A follower on B: a snapshot (start, then the text so far) ...
+        cut = await _follow_on(http, b.base, auth, sid, upto="content")
+        assert cut.events[0]["generationId"] == own.events[0]["generationId"]
+        # ... then, its connection lost, a resume on B by the id it last had: the rest; and
+        # one on B by an id of A's numbering, which B cannot place: a snapshot.
+        rest, other = await asyncio.gather(
+            _follow_on(http, b.base, auth, sid, cut.ids[-1]),
+            _follow_on(http, b.base, auth, sid, own.ids[-1]))
+        await own.rest()
+        response.close()
+        assert cut.text() + rest.text() == whole
+        assert other.types()[0] == "start" and other.text() == whole
+        [reply_id] = [r["id"] for r in await db.fetch(
+            "SELECT id FROM messages WHERE role = 'assistant' AND status = 'complete'")]
+        assert reply_id == listed[1]["id"]
+        for stream in (own, rest, other):
+            assert stream.events[-1] == {"type": "complete", "assistantMessageId": reply_id}
+        usage = [e for e in rest.events if e["type"] == "usage"][-1]["usage"]
+        assert usage["completion_tokens"] > 0
+        assert usage == [e for e in own.events if e["type"] == "usage"][-1]["usage"]
+        # Nothing runs any more: B, like A, answers 204.
+        async with http.get(f"{b.base}/api/chat/sessions/{sid}/stream", headers=auth) as r:
+            assert r.status == 204

@@ -79,6 +79,31 @@ async def test_leftover_checkpoints_become_interrupted_replies_on_start(chat, ai
     assert user_id < msg
 
 
+async def test_replies_left_streaming_keep_their_id_with_text_or_go(chat, aiohttp_client):
+    """A crash leaves each streamed round's reply row `streaming`: the one with checkpointed
+    text becomes its interrupted reply, the one that died before a checkpoint goes."""
+    path = chat.api.config.database_path
+    other = (await chat.api.ok("POST", "/api/sessions", chat.user,
+                               json={"modelConfigId": chat.model["id"]}))["id"]
+    with sqlite3.connect(path) as conn:
+        left = {}
+        for session in (chat.session_id, other):
+            conn.execute("INSERT INTO messages (session_id, role, content) VALUES"
+                         " (?, 'user', 'ask')", (session,))
+            left[session] = conn.execute(
+                "INSERT INTO messages (session_id, role, content, status) VALUES"
+                " (?, 'assistant', '', 'streaming')", (session,)).lastrowid
+        conn.execute("INSERT INTO round_checkpoints (session_id, user_message_id, model,"
+                     " prompt_tokens, context_limit) VALUES (?, ?, 'fake-model', 5, 4000)",
+                     (chat.session_id, left[chat.session_id] - 1))
+        conn.execute("INSERT INTO round_checkpoint_parts (session_id, content) VALUES (?, ?)",
+                     (chat.session_id, "so far"))
+    await aiohttp_client(create_app(chat.api.config))  # a restart on the same data
+    assert rows(path, "SELECT id, content, status FROM messages WHERE role = 'assistant'") == [
+        (left[chat.session_id], "so far", "interrupted")]
+    assert rows(path, "SELECT message_id FROM usage_metrics") == [(left[chat.session_id],)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,6 +165,7 @@ async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
                 await reader.until("content")
             await until(lambda: bool(rows(db, CHECKPOINTED)[0][0]))
             checkpointed = rows(db, CHECKPOINTED)[0][0]
+            [(streaming,)] = rows(db, "SELECT id FROM messages WHERE status = 'streaming'")
             server.send_signal(signal.SIGKILL)
             server.wait(10)
             response.close()
@@ -148,10 +174,10 @@ async def test_kill_9_mid_stream_keeps_the_user_message_and_the_partial_reply(
             await healthy(http, base)
             assert rows(db, "PRAGMA integrity_check") == [("ok",)]
             assert rows(db, "SELECT * FROM round_checkpoints") == []
-            kept = rows(db, "SELECT role, content, status FROM messages ORDER BY id")
-            assert kept[0] == ("user", "tell", "complete")
-            role, text, status = kept[1]
-            assert (role, status) == ("assistant", "interrupted")
+            kept = rows(db, "SELECT role, content, status, id FROM messages ORDER BY id")
+            assert kept[0][:3] == ("user", "tell", "complete")
+            role, text, status, reply_id = kept[1]
+            assert (role, status, reply_id) == ("assistant", "interrupted", streaming)
             # What was relayed, up to the last checkpoint (≤ 1 s old) or later; nothing invented.
             assert "".join(tokens).startswith(text) and text.startswith(checkpointed.strip())
             assert len(rows(db, "SELECT id FROM usage_metrics")) == 1

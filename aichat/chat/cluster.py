@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from aichat.chat.outcome import CancelReason
 from aichat.chat.registry import GUARD_WINDOW_S
 from aichat.security import ratelimit
-from aichat.store import checkpoints
+from aichat.store import checkpoints, messages
 from aichat.store import cluster as shared
 from aichat.store.base import Unavailable
 from aichat.store.postgres import Database, asyncpg
@@ -138,6 +138,9 @@ class Cluster:
             if recovered:
                 log.warning("recovered %d round(s) of instance %d, which is gone; their "
                             "partial replies are kept as 'interrupted'", len(recovered), other)
+        # Replies of rounds that ended without saving (a dead instance's before its first
+        # checkpoint, a failed save): nothing runs them, nothing holds their text.
+        await self.db.run(messages.drop_streaming, True)
 
     async def _recover(self, tx: Any, other: int) -> list[dict[str, Any]]:
         if not await shared.is_dead(tx, other):

@@ -30,13 +30,15 @@ class Turn:
     message_id: int
     content: str
     regenerate: bool = False  # the reply replaces the ones after `message_id`
+    reply_id: int | None = None  # a stream's reply row, `streaming` until the round ends
 
 
 class Recorder(Protocol):
     hold: Hold  # the prompt held against the quotas: released with the usage row
 
-    def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
-        """The reply so far for the checkpoint table, if it grew since the last one."""
+    def checkpoint_row(self, reply: Reply, generation: str | None) -> checkpoints.Row | None:
+        """The reply so far for the checkpoint table, if it grew since the last one;
+        `generation` names the round's stream (chat/broadcast.py), if followable."""
 
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
                    text_tokens: int) -> int | None:
@@ -76,7 +78,7 @@ class ChatRecorder:
         # appends only the parts after these.
         self._texts_saved = self._thoughts_saved = 0
 
-    def checkpoint_row(self, reply: Reply) -> checkpoints.Row | None:
+    def checkpoint_row(self, reply: Reply, generation: str | None) -> checkpoints.Row | None:
         texts, thoughts = len(reply.text_parts), len(reply.reasoning_parts)
         if texts == self._texts_saved and thoughts == self._thoughts_saved:
             return None
@@ -87,7 +89,7 @@ class ChatRecorder:
         turn, call = self.turn, self.call
         return (turn.session_id, turn.message_id, int(turn.regenerate), call.model_name,
                 self.provider, call.prompt_tokens, call.context_limit, new_text,
-                new_thoughts or None, first)
+                new_thoughts or None, first, generation)
 
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,
                    text_tokens: int) -> int | None:
@@ -98,13 +100,22 @@ class ChatRecorder:
 
         async def write(tx: Transaction) -> int | None:
             await checkpoints.clear(tx, turn.session_id)
-            message_id = None
-            if text:
+            message_id, tokens = None, (text_tokens, self.token_mode)
+            if not text:
+                if turn.reply_id is not None:
+                    await messages.remove(tx, turn.reply_id)
+            elif turn.reply_id is None:
                 if turn.regenerate:
                     await messages.drop_replies_after(tx, turn.session_id, turn.message_id)
                 message_id = await messages.add(tx, turn.session_id, "assistant", text,
                                                 status=status, reasoning=reasoning,
-                                                tokens=(text_tokens, self.token_mode))
+                                                tokens=tokens)
+            elif await messages.finish(tx, turn.reply_id, text, status=status,
+                                       reasoning=reasoning, tokens=tokens):
+                message_id = turn.reply_id
+                if turn.regenerate:
+                    await messages.drop_replies_after(tx, turn.session_id, turn.message_id,
+                                                      keep=message_id)
             await usage.add(tx, self.call.model_name, self.provider, counted, status=status,
                             session_id=turn.session_id, message_id=message_id,
                             context_limit=self.call.context_limit, cost_nanos=cost)
@@ -113,7 +124,14 @@ class ChatRecorder:
         return await _with_hold(self.db, write, self.hold)
 
     async def discard(self) -> None:
-        await self.db.run(checkpoints.clear, self.turn.session_id)
+        reply_id = self.turn.reply_id
+
+        async def job(tx: Transaction) -> None:
+            await checkpoints.clear(tx, self.turn.session_id)
+            if reply_id is not None:
+                await messages.remove(tx, reply_id)
+
+        await self.db.run(job)
 
 
 class ApiRecorder:
@@ -123,7 +141,7 @@ class ApiRecorder:
         self.provider = call.provider_host
         self.hold = hold
 
-    def checkpoint_row(self, reply: Reply) -> None:
+    def checkpoint_row(self, reply: Reply, generation: str | None) -> None:
         return None  # nothing to recover into: a /v1 reply is never stored
 
     async def save(self, status: Status, text: str, reasoning: str | None, counted: Usage,

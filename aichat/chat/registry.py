@@ -35,7 +35,7 @@ GUARD_REASONS = (CancelReason.DISCONNECT, CancelReason.STOP)
 RETRY_AFTER_S = "15"
 
 
-def _decrement(counts: dict[int, int], key: int) -> None:
+def decrement(counts: dict[int, int], key: int) -> None:
     left = counts.get(key, 0) - 1
     if left > 0:
         counts[key] = left
@@ -51,6 +51,8 @@ class Registry:
         self._claims: dict[int, int] = {}  # rounds of a user being set up, not yet running
         self._per_user: dict[int, int] = {}  # running rounds per user, so a claim is O(1)
         self._pruned_at = 0.0
+        # Followers here of rounds running on other instances, per session (handlers/follow.py).
+        self.tails: dict[int, int] = {}
         self.cluster: Cluster | None = None
         # Cluster slots claimed by `booked`, each handed to the round it sets up by `add`:
         # (user, session, slot, whether the session's round runs on another instance).
@@ -93,7 +95,7 @@ class Registry:
         return self._per_user.get(user_id, 0)
 
     def _uncount(self, user_id: int) -> None:
-        _decrement(self._per_user, user_id)
+        decrement(self._per_user, user_id)
 
     @asynccontextmanager
     async def booked(self, user_id: int, limit: int, refusal: str,
@@ -120,7 +122,7 @@ class Registry:
                     self._handoff.remove(entry)
                     await asyncio.shield(self.cluster.release_claim(entry[2]))  # type: ignore[union-attr]
         finally:
-            _decrement(self._claims, user_id)
+            decrement(self._claims, user_id)
 
     def _claim(self, user_id: int, session_id: int | None, limit: int) -> bool:
         others = self._per_user.get(user_id, 0)

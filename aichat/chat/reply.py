@@ -57,3 +57,12 @@ def usage_from(reported: dict[str, Any] | None, prompt_estimate: int,
     completion = completion_estimate if completion is None else completion
     total = pick("total_tokens")
     return Usage(prompt, completion, prompt + completion if total is None else total, estimated)
+
+
+def stored_numbers(row: dict[str, Any]) -> dict[str, int]:
+    """A stored usage row as the round's `usage` event reported it (docs/api.md §5.7)."""
+    numbers = {k: row[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    if row["context_limit"] is not None:
+        numbers["context_limit"] = row["context_limit"]
+        numbers["context_remaining"] = max(0, row["context_limit"] - row["prompt_tokens"])
+    return numbers

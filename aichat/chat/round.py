@@ -155,7 +155,8 @@ class Round:
         """This round's text for the checkpoint table, if it grew since the last one."""
         if self.finishing or self.discard:
             return None
-        return self.recorder.checkpoint_row(self.reply)
+        return self.recorder.checkpoint_row(
+            self.reply, self.broadcast.generation if self.broadcast is not None else None)
 
     # --- the round ---
 

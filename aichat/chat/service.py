@@ -7,7 +7,6 @@ message.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, cast
 
@@ -28,6 +27,7 @@ from aichat.settings import system as settings
 from aichat.settings.system import StreamSettings
 from aichat.store import messages, models
 from aichat.store import settings as settings_store
+from aichat.store.base import Transaction
 from aichat.store.quotas import Ask
 from aichat.store.users import User
 
@@ -47,6 +47,7 @@ class Prepared:
     user_message_id: int | None = None  # set for regenerate (the existing message)
     user_tokens: int | None = None
     hold: Hold = field(default_factory=Hold)  # its prompt against the quotas, once admitted
+    reply_id: int | None = None  # a stream's reply row, stored with the user message
 
     @property
     def limits(self) -> Limits:
@@ -130,28 +131,38 @@ async def _context(app: web.Application, prepared: Prepared, tokens: int) -> Con
 
 async def open_round(app: web.Application, prepared: Prepared, *, streamed: bool) -> Round:
     """Check the quotas with the prompt as it will be sent (429), then, in the same commit,
-    store the user message (unless regenerating); build the round, not started yet. If it
-    never starts, the caller releases `prepared.hold` (handlers/chat.py `_setting_up`)."""
+    store the user message (unless regenerating) and a stream's `streaming` reply row; build
+    the round, not started yet. If it never starts, the caller releases `prepared.hold` and
+    removes the reply row (handlers/chat.py `_setting_up`)."""
     db, tokenizer = app[db_key], app[tokenizer_key]
     tokens = await _user_tokens(app, prepared)
     # Read before the new message is stored: the same history either way.
     context = await _context(app, prepared, tokens)
     regenerate = prepared.user_message_id is not None
-    store = None if regenerate else functools.partial(
-        messages.add, session_id=prepared.session_id, role="user", content=prepared.content,
-        tokens=(tokens, tokenizer.mode))
+    session_id = prepared.session_id
+
+    async def store(tx: Transaction) -> tuple[int, int | None]:
+        """The user message (unless regenerating) and, for a stream, the reply row."""
+        message_id = prepared.user_message_id
+        if message_id is None:
+            message_id = await messages.add(tx, session_id, "user", prepared.content,
+                                            tokens=(tokens, tokenizer.mode))
+        reply_id = await messages.add(tx, session_id, "assistant", "",
+                                      status=messages.STREAMING) if streamed else None
+        return message_id, reply_id
+
     ask = Ask(prepared.user.id, 0, context.prompt_tokens,
               quota.prompt_cost(prepared.model, context.prompt_tokens))
     admission, stored = await quota.admit(app, prepared.limits, ask,
                                           prepared.settings.currency, store)
     prepared.hold = admission.hold
-    message_id = prepared.user_message_id if regenerate else stored
-    assert message_id is not None
+    assert stored is not None
+    message_id, prepared.reply_id = stored
     call = UpstreamCall(prepared.model,
                         [*context.history, user_turn(prepared.content, prepared.images)],
                         {"temperature": TEMPERATURE}, bool(prepared.images),
                         context.prompt_tokens, context.limit)
-    turn = Turn(prepared.session_id, message_id, prepared.content, regenerate)
+    turn = Turn(session_id, message_id, prepared.content, regenerate, prepared.reply_id)
     return Round(engine(app), call, ChatRecorder(db, call, turn, tokenizer.mode, prepared.hold),
                  settings=prepared.settings, user_id=prepared.user.id, turn=turn,
                  streamed=streamed)

@@ -10,6 +10,7 @@ from aiohttp import web
 from aichat.chat import relay, service
 from aichat.chat.outcome import CancelReason, raise_failure
 from aichat.chat.registry import GUARD_REASONS, PERSIST_WAIT_S
+from aichat.chat.reply import stored_numbers
 from aichat.chat.request import parse_chat, parse_regenerate
 from aichat.chat.round import Round
 from aichat.http.appkeys import config_key, db_key, registry_key, user_key
@@ -39,6 +40,8 @@ async def _setting_up(app: web.Application, prepared: service.Prepared) -> Async
         finally:
             if not prepared.hold.owned:  # admitted, but no round started
                 await prepared.hold.release()
+                if prepared.reply_id is not None:
+                    await app[db_key].run(messages.remove, prepared.reply_id)
 
 
 async def _stream(request: web.Request, prepared: service.Prepared) -> web.StreamResponse:
@@ -94,13 +97,7 @@ async def _guard_elsewhere(app: web.Application, session_id: int,
 async def _round_usage(db: Reader, session_id: int) -> dict[str, int] | None:
     """The usage of the session's latest round as the round itself reports it (§5.7)."""
     row = await usage.last_round(db, session_id)
-    if row is None:
-        return None
-    numbers = {k: row[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    if row["context_limit"] is not None:
-        numbers["context_limit"] = row["context_limit"]
-        numbers["context_remaining"] = max(0, row["context_limit"] - row["prompt_tokens"])
-    return numbers
+    return stored_numbers(row) if row is not None else None
 
 
 @routes.post("/api/chat/completion")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aichat.chat import live
 from aichat.chat.outcome import CancelReason
 from aichat.http.errors import not_found, ok
 from aichat.http.appkeys import config_key, db_key, registry_key, user_key
@@ -44,6 +45,7 @@ async def get_session(request: web.Request) -> web.Response:
     if row is None:
         raise not_found(NOT_FOUND)
     row["messages"] = await messages.list_all(db, row["id"])
+    await live.fill_streaming(request.app, row["messages"])
     return ok(row)
 
 
@@ -97,4 +99,5 @@ async def list_messages(request: web.Request) -> web.Response:
     if await sessions.owned(db, session_id, user.id) is None:
         raise not_found(NOT_FOUND)
     rows, total = await messages.list_page(db, session_id, page, limit)
+    await live.fill_streaming(request.app, rows)
     return ok({"messages": rows, "pagination": pagination(page, limit, total)})

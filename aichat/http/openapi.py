@@ -139,7 +139,10 @@ def _session_ops() -> list[Operation]:
             ok=SSE, errors=(404, 429),
             more={"204": {"description": "No round is running on the session."}},
             description="Last-Event-ID `<generationId>:<n>` of this round: the events after n; "
-                        "neither it nor `after`: `start`, the text so far, then live events.")),
+                        "neither it nor `after`: `start`, the text so far, then live events. "
+                        "A round on another instance is followed through its checkpoints "
+                        "(ids `<generationId>:c<part>`); a `start` event means: replace the "
+                        "reply so far (docs/api.md §5.9).")),
         ("post", "/api/chat/stream", op(
             "streamChat", "chat", "Send a message and stream the reply", body=bodies.CHAT,
             ok=SSE, errors=(404, 429), description="JSON errors come before anything is stored.")),

@@ -15,7 +15,7 @@ from aichat.http.validate import MAX_PAGE
 from aichat.settings.system import SOURCES
 from aichat.settings.table import BY_KEY, RUNTIME
 
-MESSAGE_STATUSES = ("complete", "stopped", "error", "interrupted")  # sql/004_crash_safety.sql
+MESSAGE_STATUSES = ("complete", "stopped", "error", "interrupted", "streaming")  # sql/012
 TOKENS: dict[str, Schema] = {"prompt_tokens": COUNT, "completion_tokens": COUNT,
                              "total_tokens": COUNT}
 COST: Schema = {"type": ["number", "null"], "minimum": 0,

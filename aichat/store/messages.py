@@ -1,4 +1,9 @@
-"""messages: the turns of a session, each assistant reply with how it ended and its usage."""
+"""messages: the turns of a session, each assistant reply with how it ended and its usage.
+
+A streamed round's reply is stored as it starts, `streaming` and empty (its text lives in the
+round, and in the checkpoints for other instances), and the same row takes the final text and
+status when it ends (docs/api.md §5.9).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,42 @@ async def add(tx: Transaction, session_id: int, role: str, content: str, *,
         (session_id, role, content, status, reasoning, count, mode))
 
 
+STREAMING = "streaming"
+
+
+async def finish(tx: Transaction, message_id: int, content: str, *, status: str,
+                 reasoning: str | None, tokens: tuple[int, str] | None = None) -> bool:
+    """A streaming reply's final text and status (a store job); False if it is gone (its
+    messages were deleted while the round ended). `tokens` as in `add`."""
+    count, mode = tokens if tokens else (None, None)
+    return await tx.execute(
+        "UPDATE messages SET content = ?, status = ?, reasoning = ?, token_count = ?,"
+        " token_mode = ? WHERE id = ? AND status = 'streaming'",
+        (content, status, reasoning, count, mode, message_id)) > 0
+
+
+async def remove(tx: Transaction, message_id: int) -> None:
+    """A streaming reply that ends with no text: nothing to keep."""
+    await tx.execute("DELETE FROM messages WHERE id = ? AND status = 'streaming'", (message_id,))
+
+
+async def streaming_reply(db: Reader, session_id: int) -> int | None:
+    """The session's reply being generated (one round runs per session)."""
+    return await db.value("SELECT id FROM messages WHERE session_id = ? AND status = 'streaming'"
+                          " ORDER BY id DESC LIMIT 1", (session_id,))
+
+
+async def drop_streaming(tx: Transaction, unless_running: bool) -> int:
+    """Delete replies left `streaming` with no text to keep, after a crash's checkpoints were
+    recovered: all of them (one SQLite process, at start), or (several instances) those
+    whose session has no round running on any live instance."""
+    where = (" AND NOT EXISTS (SELECT 1 FROM live_rounds l"
+             " WHERE l.session_id = messages.session_id)"
+             " AND NOT EXISTS (SELECT 1 FROM round_checkpoints c"
+             " WHERE c.session_id = messages.session_id)") if unless_running else ""
+    return await tx.execute(f"DELETE FROM messages WHERE status = 'streaming'{where}")
+
+
 async def history(db: Reader, session_id: int, before_id: int | None,
                   limit: int) -> list[dict[str, Any]]:
     """The newest non-empty messages (before `before_id` if given), newest first."""
@@ -81,10 +122,12 @@ async def is_reply(db: Reader, message_id: int, session_id: int) -> bool:
                           " AND role = 'assistant'", (message_id, session_id)) is not None
 
 
-async def drop_replies_after(tx: Transaction, session_id: int, user_message_id: int) -> None:
-    """Drop the assistant replies that follow a user message (regenerate replaces them)."""
-    await tx.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?",
-                 (session_id, user_message_id))
+async def drop_replies_after(tx: Transaction, session_id: int, user_message_id: int,
+                             keep: int | None = None) -> None:
+    """Drop the assistant replies that follow a user message (regenerate replaces them), but
+    `keep` (the new one)."""
+    await tx.execute("DELETE FROM messages WHERE session_id = ? AND role = 'assistant' AND id > ?"
+                     " AND id <> ?", (session_id, user_message_id, keep or 0))
 
 
 async def delete_for_session(tx: Transaction, session_id: int) -> None:

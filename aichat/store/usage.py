@@ -115,3 +115,17 @@ async def summary(db: Reader, start: str, end: str, group_by: str) -> list[dict[
         f"SELECT {columns}, COUNT(*) AS rounds, {sums} FROM usage_metrics u"
         " JOIN users ON users.id = u.user_id WHERE u.created_at BETWEEN ? AND ?"
         f" GROUP BY {groups} ORDER BY {order}", (start, end))]
+
+
+async def newest_id(db: Reader, session_id: int) -> int:
+    """The session's newest usage row (0 if none): the next round's row comes after it."""
+    return int(await db.value("SELECT COALESCE(MAX(id), 0) FROM usage_metrics"
+                              " WHERE session_id = ?", (session_id,)))
+
+
+async def round_after(db: Reader, session_id: int, after_id: int) -> dict[str, Any] | None:
+    """How the session's round that ended after usage row `after_id` was counted."""
+    return await db.one(
+        "SELECT status, prompt_tokens, completion_tokens, total_tokens, context_limit"
+        " FROM usage_metrics WHERE session_id = ? AND id > ? ORDER BY id LIMIT 1",
+        (session_id, after_id))
