@@ -1,15 +1,19 @@
 """The package as an operator gets it: the wheel (with its migrations), the `aichat` command,
 the Dockerfile's install steps, the compose file and the systemd unit.
 
-The slow tests build a wheel from a copy of the Docker build context, install it in a fresh
-venv outside the checkout (dependencies come from the package index) and run it from another
-folder: what `pip install aichat-*.whl` and the image really ship.
+The slow tests build a wheel from a copy of the Docker build context with the Dockerfile's
+own `pip wheel` step, install it with its `pip install` step in a fresh venv outside the
+checkout and run it from another folder: what `pip install aichat-*.whl` and the image really
+ship. The venv gets the wheel's dependencies, and only those, from this test run's own venv
+(linked, not re-resolved from the index: CI's `pip install -e .` resolved the same
+requirements), so a missing requirement still fails the tests without a slow second install.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob
+import importlib.metadata
 import json
 import os
 import re
@@ -28,6 +32,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from aichat.settings.config import env_names
 from aichat.store import sqlite as database
@@ -242,6 +247,47 @@ class Installed:
         self.venv, self.work = venv, work
         self.bin = venv / "bin"
         self.python = self.bin / "python"
+        self.site = next((venv / "lib").glob("python3*/site-packages"))
+
+
+def link_dependencies(installed: Installed) -> set[str]:
+    """Link the installed wheel's requirements, and theirs, from this venv into the fresh one.
+
+    Every file each distribution's RECORD lists is symlinked into the fresh venv's
+    site-packages (its metadata too), so the fresh venv holds the wheel's dependency closure
+    and nothing else; a version outside a requirement's range fails here, as `pip install`
+    would. Returns the linked distributions' names.
+    """
+    wheel = importlib.metadata.PathDistribution(next(installed.site.glob("aichat-*.dist-info")))
+    # (requirement, the extras its requirer was asked for): "" is the requirer without extras.
+    queue: list[tuple[Requirement, tuple[str, ...]]] = [
+        (Requirement(r), ("",)) for r in wheel.requires or []]
+    seen: set[tuple[str, str]] = set()
+    linked: set[str] = set()
+    while queue:
+        req, extras = queue.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
+            continue
+        dist = importlib.metadata.distribution(req.name)
+        assert req.specifier.contains(dist.version, prereleases=True), (str(req), dist.version)
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        new = tuple(e for e in ("", *sorted(req.extras)) if (name, e) not in seen)
+        seen.update((name, e) for e in new)
+        if new:
+            queue += [(Requirement(r), new) for r in dist.requires or []]
+        if name in linked:
+            continue
+        linked.add(name)
+        assert dist.files is not None, f"{name} has no RECORD"
+        source = Path(str(dist.locate_file(""))).resolve()
+        for file in dist.files:
+            if file.parts[0] == "..":  # scripts and data outside site-packages
+                continue
+            target = installed.site / file
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source / file)
+    return linked
 
 
 @pytest.fixture(scope="module")
@@ -249,19 +295,30 @@ def installed(tmp_path_factory) -> Installed:
     base = tmp_path_factory.mktemp("packaged")
     venv, src, wheels, work = base / "venv", base / "src", base / "wheels", base / "work"
     work.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # No pip in the fresh venv (ensurepip alone costs seconds): this venv's pip builds the
+    # wheel (in its isolated build environment) and installs it with --python, running as the
+    # fresh venv's interpreter, so `bin/aichat` starts that interpreter.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
     docker_context(src)
     env = clean_env()
     builder, final = dockerfile_pip_steps()
-    for step, cwd in ((builder, src), (final, work)):
-        # The image's paths, mapped onto this machine; pip is the fresh venv's.
+    pip = [sys.executable, "-m", "pip"]
+    # The wheel's dependencies are linked below rather than resolved from the index again.
+    steps = ((builder, src, pip),
+             (final + " --no-deps --no-index", work, pip + ["--python", str(venv / "bin/python")]))
+    for step, cwd, runner in steps:
+        # The image's paths, mapped onto this machine.
         argv = shlex.split(step.replace("/wheels", str(wheels)))
-        argv = [str(venv / "bin" / "pip")] + [
+        argv = runner + [
             a for arg in argv[1:] for a in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
         result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, f"{step}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
-    return Installed(venv, work)
+    installed = Installed(venv, work)
+    linked = link_dependencies(installed)
+    assert {"aiohttp", "tiktoken", "bcrypt"} <= linked and "pytest" not in linked, linked
+    return installed
 
 
 @pytest.mark.slow
@@ -269,10 +326,12 @@ def test_the_installed_aichat_is_the_wheel_with_its_migrations(installed):
     result = subprocess.run(
         [str(installed.python), "-c", "import aichat, aichat.store.migrations as d; "
          "print(aichat.__file__); print(d.SQL_DIR); print(len(d.migration_files())); "
-         "print(len(d.migration_files(d.POSTGRES_DIR)))"],
+         "print(len(d.migration_files(d.POSTGRES_DIR))); "
+         "import importlib.util as u; print(u.find_spec('pytest') is None)"],
         cwd=installed.work, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    module, sql_dir, count, postgres_count = result.stdout.split()
+    module, sql_dir, count, postgres_count, isolated = result.stdout.split()
+    assert isolated == "True"  # only the wheel's dependencies: no test tools from this venv
     assert Path(module).is_relative_to(installed.venv)
     assert Path(sql_dir) == Path(module).parent / "sql"
     assert int(count) == len(checkout_schema()[1])
