@@ -219,3 +219,9 @@ async def test_concurrent_first_registrations_make_exactly_one_admin(start):
 async def test_error_shape_helper_rejects_a_success_body():
     with pytest.raises(AssertionError):
         assert_error(200, {"success": True, "data": {}}, 200)
+
+
+async def test_a_username_with_a_nul_character_is_just_unknown(api):
+    # PostgreSQL refuses NUL in text: the lookup must not reach it (a 500 before this fix).
+    await api.error("POST", "/api/auth/login", None, 401, "Invalid username or password",
+                    json={"username": "ad\x00min", "password": "adminpass1"})

@@ -42,6 +42,8 @@ async def get(db: Reader, user_id: int) -> User | None:
 
 
 async def get_with_hash(db: Reader, username: str) -> tuple[User, str] | None:
+    if "\x00" in username:  # no account has one (registration refuses it); PostgreSQL
+        return None  # would refuse the query itself
     row = await db.one(f"SELECT {_USER_COLS}, hashed_password FROM users WHERE username = ?",
                        (username,))
     if not row:
