@@ -22,11 +22,16 @@ from aichat.http.errors import ApiError
 from aichat.handlers import auth as auth_handlers
 from aichat.handlers import chat, api_keys as keys, meta, models, openapi, quotas as quota_handlers
 from aichat.handlers import follow, sessions, usage, users
+from aichat.handlers import audit as audit_handlers
+from aichat.audit_sweep import audit_sweep_ctx
+from aichat.handlers import metrics as metrics_handlers
 from aichat.handlers import settings as settings_handlers
 from aichat.http.appkeys import (cipher_key, clock_key, config_key, db_key, hasher_key,
-                                 http_key, limiter_key, registry_key, resolver_key,
+                                 http_key, limiter_key, metrics_key, registry_key, resolver_key,
                                  tokenizer_key, tokens_key, trusted_proxies_key)
-from aichat.http.middlewares import auth_middleware, error_middleware
+from aichat.http import requestid
+from aichat.http.middlewares import auth_middleware, error_middleware, observe_middleware
+from aichat.metrics.catalog import Metrics
 from aichat.security.ratelimit import FailureLimiter, SharedFailureLimiter, parse_networks
 from aichat.security import secrets_file
 from aichat.security.crypto import KeyCipher
@@ -49,22 +54,28 @@ ENCRYPTION_KEY_FILE = "encryption_key"
 
 def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.Application:
     """`resolver` replaces DNS resolution for upstream calls (tests script DNS answers)."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[observe_middleware, error_middleware, auth_middleware],
                           client_max_size=config.max_chat_body)
     app[config_key] = config
     if resolver is not None:
         app[resolver_key] = resolver
     app[hasher_key] = PasswordHasher(config.bcrypt_rounds)
     app[registry_key] = Registry()
+    if config.metrics_enabled:
+        app[metrics_key] = Metrics("postgresql" if config.is_postgres else "sqlite",
+                                   app[registry_key])
+    app.on_response_prepare.append(requestid.add_header)
     app[clock_key] = Clock()
     app[limiter_key] = FailureLimiter(address_limit=config.login_address_limit,
                                       pair_limit=config.login_account_limit)
     app[trusted_proxies_key] = parse_networks(config.trusted_proxies)
     app[tokenizer_key] = Tokenizer(config.tokenizer_mode)
     app.cleanup_ctx.extend([secrets_ctx, db_ctx, cluster_ctx, http_ctx, checkpoint_ctx])
+    app.cleanup_ctx.append(audit_sweep_ctx)
     app.on_shutdown.append(stop_rounds)
     for module in (auth_handlers, users, models, sessions, chat, follow, usage, keys,
-                   settings_handlers, quota_handlers, meta, openapi):
+                   settings_handlers, quota_handlers, audit_handlers, meta, openapi,
+                   metrics_handlers):
         app.router.add_routes(module.routes)
     setup_cors(app, config)
     app.add_subapp("/v1", create_v1_app())  # after CORS: SDK clients are not browsers
@@ -98,6 +109,8 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
             await db.run(messages.drop_streaming, False)  # died before any checkpoint
             await db.run(quotas.clear_holds)  # this process was the only one holding
         await bootstrap_admin(app, db, config)
+        if metrics_key in app:
+            db.on_write = app[metrics_key].wrote
         app[db_key] = db
         yield
     finally:

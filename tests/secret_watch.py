@@ -10,15 +10,23 @@ it, so a streamed SSE body counts whether or not the test read it). None of them
   (configured values, else the data folder's `jwt_secret` / `encryption_key` files).
 
 What the test client sends and what the fake upstream receives may of course contain them.
-Cost: a dictionary look-up per body chunk and one record per log line; the search runs once
-per test over the joined texts.
+
+The audit log (docs/api.md, "Audit log") is watched too: when the test client of an app closes,
+every row of its audit_log table is read (if the app has a database with that table), and none
+may contain any of the above, nor a JWT, a whole API key (`aic_...`), a bcrypt hash, or any
+password hash, model key ciphertext or API key hash the app stores at that moment.
+
+Cost: a dictionary look-up per body chunk and one record per log line; four reads per app at
+its close; the search runs once per test over the joined texts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +34,22 @@ from typing import Any
 import pytest
 from aiohttp import streams, test_utils, web
 
-from aichat.http.appkeys import config_key
+from aichat.http.appkeys import config_key, db_key
+from aichat.security.credentials import KEY_PREFIX
 
 MIN_CHARS = 4  # a shorter value would match ordinary text by chance ("k", "abc")
 MAX_PARSED_BODY = 4 * 1024 * 1024  # raw `data=` bodies parsed for secrets up to this size
 PASSWORD_PATHS = "/api/auth/"
 MODEL_PATHS = "/api/models"
+AUDIT_ROWS = "SELECT * FROM audit_log ORDER BY id"
+AUDIT_READ_TIMEOUT_S = 5.0
+# Never in an audit row, whoever's they are.
+AUDIT_PATTERNS = {"a JWT": re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{8,}"),
+                  "an API key": re.compile(re.escape(KEY_PREFIX) + r"[\w-]{16,}"),
+                  "a bcrypt hash": re.compile(r"\$2[aby]?\$\d{2}\$")}
+STORED_SECRETS = (("SELECT hashed_password AS v FROM users", "a stored password hash"),
+                  ("SELECT api_key AS v FROM model_configs", "a stored model key ciphertext"),
+                  ("SELECT key_hash AS v FROM api_keys", "a stored API key hash"))
 
 
 @dataclass
@@ -41,6 +59,8 @@ class Watch:
     responses: list[tuple[str, list[bytes]]] = field(default_factory=list)
     # id(StreamReader) -> (the reader, kept alive so the id stays unique; its chunk list)
     feeds: dict[int, tuple[streams.StreamReader, list[bytes]]] = field(default_factory=dict)
+    audit: list[tuple[str, str]] = field(default_factory=list)  # (app, its rows as JSON)
+    stored: dict[str, str] = field(default_factory=dict)  # hashes and ciphertexts: audit only
 
     def secret(self, value: Any, what: str, hint: bool = True) -> None:
         """Watch for `value`; `hint`: name its first characters in a failure (the test's own
@@ -83,6 +103,40 @@ class Watch:
         self.secret(config.default_admin_password, "the app's DEFAULT_ADMIN_PASSWORD",
                     hint=False)
 
+    async def read_audit(self, app: Any) -> None:
+        """The app's audit rows and what it stores hashed or encrypted, while its database is
+        still open; nothing if it has none (it never started, or an old schema)."""
+        if not isinstance(app, web.Application) or db_key not in app:
+            return
+        db, config = app[db_key], app.get(config_key)
+        try:
+            async with asyncio.timeout(AUDIT_READ_TIMEOUT_S):
+                rows = await db.all(AUDIT_ROWS)
+                stored = [(row["v"], what) for sql, what in STORED_SECRETS
+                          for row in await db.all(sql)]
+        except Exception:  # closed, unavailable, or no audit_log table: nothing to read
+            return
+        where = f"the audit log of the app on {config.data_dir if config else '?'}"
+        # The values as stored (detail is JSON text once, as _forms expects), one row a line.
+        text = "\n".join("\0".join(str(v) for v in row.values()) for row in rows)
+        self.audit.append((where, text))
+        for value, what in stored:
+            if isinstance(value, str) and len(value) >= MIN_CHARS:
+                self.stored.setdefault(value, what)
+
+    def audit_leaks(self) -> list[str]:
+        found = []
+        for where, text in self.audit:
+            for value, what in [*self.secrets.items(), *self.stored.items()]:
+                form = next((f for f in _forms(value) if f in text), None)
+                if form is not None:
+                    found.append(f"{what} is in {where}: {_context(text, form)}")
+            for what, pattern in AUDIT_PATTERNS.items():
+                match = pattern.search(text)
+                if match:
+                    found.append(f"{what} is in {where}: {_context(text, match.group())}")
+        return found
+
     def leaks(self) -> list[str]:
         logs = "\n".join(self.logs)
         bodies = [(label, b"".join(chunks)) for label, chunks in self.responses]
@@ -101,7 +155,7 @@ class Watch:
                     found.append(f"{what} is in the response to {label}: "
                                  f"{_context(body.decode('utf-8', 'replace'), form)}")
                     break
-        return found
+        return found + self.audit_leaks()
 
 
 _watch: Watch | None = None
@@ -148,6 +202,7 @@ def _context(text: str, form: str, width: int = 60) -> str:
 
 _original_request = test_utils.TestClient._request
 _original_start = test_utils.TestClient.start_server
+_original_close = test_utils.TestClient.close
 _original_feed = streams.StreamReader.feed_data
 
 
@@ -166,6 +221,12 @@ async def _start_server(self: test_utils.TestClient) -> None:
     await _original_start(self)
     if _watch is not None:
         _watch.started(self.app)
+
+
+async def _close(self: test_utils.TestClient) -> None:
+    if _watch is not None and not self._closed:
+        await _watch.read_audit(self.app)
+    await _original_close(self)
 
 
 def _feed_data(self: streams.StreamReader, data: bytes, size: int = 0) -> bool:
@@ -208,6 +269,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "update how the plugin reads the first body bytes")
     test_utils.TestClient._request = _request
     test_utils.TestClient.start_server = _start_server
+    test_utils.TestClient.close = _close
     streams.StreamReader.feed_data = _feed_data
     logging.getLogger().addHandler(_handler)
 
@@ -215,6 +277,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     test_utils.TestClient._request = _original_request
     test_utils.TestClient.start_server = _original_start
+    test_utils.TestClient.close = _original_close
     streams.StreamReader.feed_data = _original_feed
     logging.getLogger().removeHandler(_handler)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from yarl import URL
@@ -24,6 +25,9 @@ from aichat.settings.system import StreamSettings
 from aichat.upstream import client as provider
 from aichat.upstream import netpolicy
 from aichat.upstream.client import CONTENT, FINISH, REASONING, USAGE, ProviderError, Target
+
+if TYPE_CHECKING:
+    from aichat.metrics.catalog import Metrics
 
 
 # A provider that streams as fast as we read never lets a read wait, so the relay would keep
@@ -42,10 +46,20 @@ class Waits:
 
 class Attempts:
     def __init__(self, http: aiohttp.ClientSession, call: UpstreamCall,
-                 settings: StreamSettings, waits: Waits, reply: Reply, sink: Sink) -> None:
+                 settings: StreamSettings, waits: Waits, reply: Reply, sink: Sink,
+                 metrics: Metrics | None = None) -> None:
         self.http, self.call, self.settings, self.waits = http, call, settings, waits
         self.reply, self.sink = reply, sink
+        self.metrics = metrics
         self._deadline = 0.0
+
+    def _failed(self, error: ProviderError) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_failed(self.call.provider_host, str(error.kind))
+
+    def _retrying(self) -> None:
+        if self.metrics is not None:
+            self.metrics.retried(self.call.provider_host)
 
     async def run(self, streamed: bool) -> None:
         """Fill the reply; raises TimeoutError (the budget), ProviderError or DecryptError."""
@@ -69,12 +83,16 @@ class Attempts:
                 self.reply.stream_ended = True
                 return
             except ProviderError as e:
+                self._failed(e)
                 if self.reply.relayed or e.kind in _FINAL:
                     raise
                 if e.retryable and not retried:
                     retried = True
+                    self._retrying()
                     await asyncio.sleep(self._retry_wait(e))
                     continue
+                if self.metrics is not None:
+                    self.metrics.fell_back(self.call.provider_host)
                 await self._fallback(target, e)
                 return
 
@@ -98,9 +116,13 @@ class Attempts:
         pause_at = max(room - _PAUSE_CHARS, 0)  # >= 0, so the cap is checked here too
         events = provider.stream(self.http, target, body, self.settings.max_idle_s, result,
                                  self.settings.max_line_bytes)
+        sent_at = asyncio.get_running_loop().time() if self.metrics is not None else None
         async with contextlib.aclosing(events):
             async for kind, value in events:
                 if kind is CONTENT or kind is REASONING:  # "content" or "reasoning"
+                    if sent_at is not None:  # the first text: once per attempt
+                        self._first_text(sent_at)
+                        sent_at = None
                     size = len(value)
                     room -= size
                     if room < pause_at:
@@ -122,6 +144,10 @@ class Attempts:
         if not reply.relayed and not result.done_marker and not finish_seen:
             reason = "no usable data" if result.junk_lines else "an empty stream"
             raise ProviderError(f"AI API returned {reason}", ErrorKind.GARBAGE)
+
+    def _first_text(self, sent_at: float) -> None:
+        assert self.metrics is not None
+        self.metrics.first_token.observe(asyncio.get_running_loop().time() - sent_at)
 
     async def _fallback(self, target: Target, first: ProviderError) -> None:
         """Before any content: ask once more without streaming and relay that answer."""
@@ -145,9 +171,11 @@ class Attempts:
                                                      self.settings.max_idle_s)
                 break
             except ProviderError as e:
+                self._failed(e)
                 if not e.retryable or retried:
                     raise
                 retried = True
+                self._retrying()
                 await asyncio.sleep(self._retry_wait(e))
         reply = self.reply
         if completion.usage is not None:

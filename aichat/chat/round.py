@@ -34,6 +34,7 @@ from aichat.upstream.client import ProviderError
 
 if TYPE_CHECKING:  # it holds rounds
     from aichat.chat.registry import Registry
+    from aichat.metrics.catalog import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Engine:
     tokenizer: Tokenizer
     registry: Registry
     waits: Waits
+    metrics: Metrics | None = None  # off: METRICS_ENABLED=false
 
 
 class Round:
@@ -182,7 +184,7 @@ class Round:
         try:
             await self.sink.send(*self._opening())
             await Attempts(self.engine.http, self.call, self.settings, self.engine.waits,
-                           self.reply, self.sink).run(self.streamed)
+                           self.reply, self.sink, self.engine.metrics).run(self.streamed)
             return COMPLETE
         except asyncio.CancelledError:
             if self.cancel_reason is None:
@@ -209,6 +211,14 @@ class Round:
         counted = usage_from(self.reply.usage, self.call.prompt_tokens, text_tokens)
         self.outcome = await self._store(outcome, text, reasoning, counted, text_tokens)
         self.final_usage = self._usage_numbers(counted.prompt_tokens, counted.numbers())
+        kind = self._kind(self.outcome)
+        if self.engine.metrics is not None:
+            self.engine.metrics.round_ended(
+                "chat" if self.turn is not None else "v1", self.outcome.status.value, kind,
+                counted.prompt_tokens, counted.completion_tokens)
+        log.debug("round %s ended %s%s%s: %d+%d tokens", self.key, self.outcome.status.value,
+                  f" ({kind})" if kind else "", " detached" if self.detached else "",
+                  counted.prompt_tokens, counted.completion_tokens)
         await self.sink.send(*self._closing(self.outcome))
 
     async def _store(self, outcome: Outcome, text: str, reasoning: str | None, counted: Usage,
@@ -225,6 +235,13 @@ class Round:
             self.assistant_message_id = None
             return Outcome(Status.ERROR, "Could not save the reply", ErrorKind.STORAGE)
         return outcome
+
+    def _kind(self, outcome: Outcome) -> str:
+        """What ended it, for the metrics: the error's kind, or why it was stopped."""
+        if outcome.kind is not None:
+            return outcome.kind.value
+        reason = self.cancel_reason
+        return reason.value if reason is not None and outcome.status == Status.STOPPED else ""
 
     # --- events (docs/api.md §5.6) ---
 

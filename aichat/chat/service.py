@@ -20,8 +20,8 @@ from aichat.chat.quota import Hold, Limits
 from aichat.chat.recorders import ChatRecorder, Turn
 from aichat.chat.request import ChatRequest, Image, RegenerateRequest
 from aichat.chat.round import Engine, Round
-from aichat.http.appkeys import (cipher_key, config_key, db_key, http_key, registry_key,
-                                 tokenizer_key)
+from aichat.http.appkeys import (cipher_key, config_key, db_key, http_key, metrics_key,
+                                 registry_key, tokenizer_key)
 from aichat.http.errors import ApiError, not_found
 from aichat.settings import system as settings
 from aichat.settings.system import StreamSettings
@@ -65,7 +65,7 @@ def engine(app: Mapping[Any, Any]) -> Engine:
     config = app[config_key]
     return Engine(app[http_key], app[tokenizer_key], app[registry_key],
                   Waits(config.provider_retry_wait_ms / 1000,
-                        config.provider_rate_limit_wait_ms / 1000))
+                        config.provider_rate_limit_wait_ms / 1000), app.get(metrics_key))
 
 
 async def stream_settings(app: Mapping[Any, Any]) -> StreamSettings:

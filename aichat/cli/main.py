@@ -82,8 +82,9 @@ def parse_args(argv: list[str], prog: str = "server.py") -> argparse.Namespace:
 
 
 def configure_logging(config: Config) -> None:
+    from aichat.http.requestid import handler
     logging.basicConfig(level=LOG_LEVELS[config.log_level],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        handlers=[handler(config.log_format)])
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

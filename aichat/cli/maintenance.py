@@ -8,11 +8,14 @@ hand over to cli/pgtools.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from aichat.store import models
+from aichat.store import audit, models
+from aichat.store.dialect import postgres as postgres_sql
 from aichat.app import ENCRYPTION_KEY_FILE, JWT_SECRET_FILE
 from aichat.settings.config import Config, ConfigError
 from aichat.security.crypto import DecryptError, KeyCipher, model_aad
@@ -41,7 +44,11 @@ def rotate_key(config: Config, new_key: str | None) -> str:
     """
     if config.is_postgres:
         from aichat.cli import pgtools
-        return pgtools.rotate_key(config, new_key)
+        rotated = pgtools.rotate_key(config, new_key)
+        # After pgtools' own commit (its transaction is not reachable from here).
+        _audit_postgres(config, "rotate_key", ENCRYPTION_KEY_FILE, {"keySource": "environment"},
+                        "the key was rotated")
+        return rotated
     db_path = database_file(config)
     key_file = config.data_dir / ENCRYPTION_KEY_FILE
     new_file = key_file.with_name(ENCRYPTION_KEY_FILE + NEW_SUFFIX)
@@ -65,6 +72,10 @@ def rotate_key(config: Config, new_key: str | None) -> str:
         try:
             updates = _reencrypted(conn, old, new, old_label)
             models.replace_keys(conn, updates)
+            # In the same commit: the event and the rotation are both there or neither.
+            audit.add_sqlite(conn, audit.SYSTEM, "rotate_key", ENCRYPTION_KEY_FILE,
+                             {"keysReencrypted": len(updates),
+                              "keySource": "environment" if from_env else "file"})
             if not from_env:
                 _write_secret(new_file, new_key)
             conn.execute("COMMIT")
@@ -185,13 +196,19 @@ def backup(config: Config, path: str) -> None:
     VACUUM INTO: a snapshot read in one transaction, safe while the server writes."""
     if config.is_postgres:
         from aichat.cli import pgtools
-        return pgtools.backup(config, path)
+        pgtools.backup(config, path)
+        _audit_postgres(config, "backup", "database",
+                        {"path": str(Path(path).expanduser().resolve())},
+                        f"the backup was written to {path}")
+        return None
     db_path = database_file(config)
     target = create_new_file(path)  # VACUUM INTO accepts an empty file
     try:
         conn = _connect(db_path)
         try:
             conn.execute("VACUUM INTO ?", (str(target),))
+            # A backup nobody can see in the audit log is not kept: a failure here removes it.
+            audit.add_sqlite(conn, audit.SYSTEM, "backup", "database", {"path": str(target)})
         finally:
             conn.close()
         fsync_file(target)
@@ -216,6 +233,33 @@ def print_secrets_note(config: Config) -> None:
 
 
 # --- shared ---
+
+def _audit_postgres(config: Config, action: str, target: str, detail: dict[str, Any],
+                    done: str) -> None:
+    """The command's event on PostgreSQL (actor `system`, no address), in its own commit."""
+    from aichat.cli import pgtools
+
+    async def add() -> None:
+        conn = await pgtools.connect(config.database_path, "audit")
+        try:
+            if await conn.fetchval("SELECT to_regclass('audit_log')") is None:
+                return  # a database not yet migrated by this version's server
+            if action == "rotate_key":  # rotate-key re-encrypts every row
+                detail["keysReencrypted"] = await conn.fetchval(
+                    "SELECT count(*) FROM model_configs")
+            await conn.execute(postgres_sql(audit.INSERT),
+                               *audit.values(audit.SYSTEM, action, target, detail))
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(add())
+    except MaintenanceError as e:
+        raise MaintenanceError(f"{done}, but its audit event was not stored: {e}") from None
+    except Exception as e:  # asyncpg's errors: said with the URL's password hidden
+        raise MaintenanceError(f"{done}, but its audit event was not stored: "
+                               f"{pgtools.hide(str(e), config.database_path)}") from None
+
 
 def create_new_file(path: str) -> Path:
     """Create `path` empty, owner-only (0600), refusing an existing file: a backup never

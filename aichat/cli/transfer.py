@@ -24,7 +24,7 @@ from aichat.store.migrations import SQL_DIR, migration_files
 TABLES = {"users": "id", "model_configs": "id", "chat_sessions": "id", "system_settings": "key",
           "user_settings": "user_id", "messages": "id", "api_keys": "id", "usage_metrics": "id",
           "quota_days": "user_id, day, api_key_id", "quota_minutes": "user_id",
-          "round_checkpoints": "session_id", "round_checkpoint_parts": "id"}
+          "round_checkpoints": "session_id", "round_checkpoint_parts": "id", "audit_log": "id"}
 CLUSTER_TABLES = ("live_rounds", "round_ends", "login_failures", "quota_holds")
 # quota_days is copied as it is (it counts rows of deleted sessions too): the trigger that
 # keeps it from usage_metrics must not count the copied rows a second time.

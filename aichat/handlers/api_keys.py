@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from aichat.handlers.audit import record
 from aichat.security.credentials import KEY_PREFIX, hash_key
 from aichat.http.errors import ApiError, not_found, ok
 from aichat.http.appkeys import config_key, db_key, user_key
@@ -40,6 +41,10 @@ async def create_key(request: web.Request) -> web.Response:
             raise ApiError(400, f"At most {MAX_KEYS} API keys per user; revoke one first")
         row = await api_keys.create(tx, user.id, name, key[:PREFIX_CHARS], hash_key(key),
                                    expires, fields["tokensPerMonth"])
+        # The key's name and terms only: never the key, its prefix or its hash.
+        await record(tx, request, "api_key_create", f"api_key:{row['id']}",
+                     {"name": name, "expiresAt": expires,
+                      "tokensPerMonth": fields["tokensPerMonth"]})
     return ok({**row, "key": key}, "API key created: copy it now, it is not shown again")
 
 
@@ -53,8 +58,12 @@ async def revoke_key(request: web.Request) -> web.Response:
     db, user = request.app[db_key], request[user_key]
     key_id = path_id(request, "id", "API key")
     async with db.transaction() as tx:
-        if not await api_keys.delete(tx, key_id, user.id):
+        # The name, for the audit log: the row is gone once deleted.
+        name = next((k["name"] for k in await api_keys.list_for(tx, user.id)
+                     if k["id"] == key_id), None)
+        if name is None or not await api_keys.delete(tx, key_id, user.id):
             raise not_found("API key")
+        await record(tx, request, "api_key_revoke", f"api_key:{key_id}", {"name": name})
     return ok(None, "API key revoked")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aichat.handlers.audit import address, record
 from aichat.http.access import public
 from aichat.http.errors import ApiError, ok
 from aichat.http.appkeys import (config_key, db_key, hasher_key, limiter_key, tokens_key,
@@ -11,7 +12,7 @@ from aichat.http.appkeys import (config_key, db_key, hasher_key, limiter_key, to
 from aichat.security.ratelimit import Attempt, CredentialError
 from aichat.settings import system as system_settings
 from aichat.settings.config import Config
-from aichat.store import api_keys, users
+from aichat.store import api_keys, audit, users
 from aichat.store.db import Reader
 from aichat.store.users import User
 from aichat.http.bodies import CREDENTIALS, PASSWORD_CHANGE, REGISTRATION
@@ -62,20 +63,31 @@ async def register(request: web.Request) -> web.Response:
             if await users.exists(tx, username):
                 raise CredentialError(409, USERNAME_TAKEN)
             user = await users.create(tx, username, hashed, role)
+            await record(tx, request, "register", f"user:{user.id}",
+                         {"username": username, "role": role}, user=user)
     return ok(_session(request, user), "Registration successful")
 
 
 @routes.post("/api/auth/login")
 @public
 async def login(request: web.Request) -> web.Response:
+    db = request.app[db_key]
     async with _attempt(request) as attempt:
         body = await read_json(request, request.app[config_key].max_json_body)
         await attempt.named(body.get("username"))
         fields = CREDENTIALS.parse(body)
-        found = await users.get_with_hash(request.app[db_key], fields["username"])
+        found = await users.get_with_hash(db, fields["username"])
         user, hashed = found if found else (None, None)
         if not await request.app[hasher_key].verify(fields["password"], hashed) or user is None:
+            # Its own commit: nothing else is written. The name as typed, never the password.
+            async with db.transaction() as tx:
+                await audit.add(tx, audit.Actor("anonymous", address=address(request)),
+                                "login_failed", fields["username"],
+                                {"reason": "unknown_user" if user is None else "wrong_password"})
             raise CredentialError(401, "Invalid username or password")
+    async with db.transaction() as tx:
+        await record(tx, request, "login", f"user:{user.id}", {"username": user.username},
+                     user=user)
     return ok(_session(request, user), "Login successful")
 
 
@@ -100,5 +112,7 @@ async def change_password(request: web.Request) -> web.Response:
     async with db.transaction() as tx:
         await users.set_password(tx, user.id, hashed)
         revoked = await api_keys.delete_for_user(tx, user.id)
+        await record(tx, request, "password_change", f"user:{user.id}",
+                     {"username": user.username, "apiKeysRevoked": revoked})
     keys = f"; {revoked} API key{'s' if revoked != 1 else ''} revoked" if revoked else ""
     return ok(None, f"Password changed; sign in again with the new password{keys}")

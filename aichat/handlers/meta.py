@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
-import resource
 
 from aiohttp import web
 
 from aichat import __version__
 from aichat.http.access import public
+from aichat.metrics import process
 from aichat.http.errors import json_response, ok
 from aichat.http.appkeys import config_key, db_key, registry_key
 from aichat.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> int:
-    """Resident set size now (Linux), else the peak as the OS reports it."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
 
 def _unhealthy(reason: str) -> web.Response:
     return json_response({"success": False, "error": "Service is unhealthy",
@@ -44,11 +31,14 @@ async def health(request: web.Request) -> web.Response:
     except Exception as e:  # a health check reports faults instead of raising them
         log.warning("health check: database unavailable: %s", e)
         return _unhealthy("database unavailable")
+    write_error = request.app[db_key].write_error
+    if write_error is not None:  # reads work, but no round could be saved
+        return _unhealthy(f"database not writable: {write_error}")
     cluster = request.app[registry_key].cluster
     if cluster is not None and not cluster.joined:  # it refuses new rounds meanwhile
         return _unhealthy("rejoining the other instances")
     return ok({"status": "healthy", "timestamp": now_iso(), "version": __version__,
-               "database": "connected", "memory": {"rss": rss_bytes()}})
+               "database": "connected", "memory": {"rss": process.rss_bytes()}})
 
 
 @routes.get("/api/settings/app-info")

@@ -6,12 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from aichat.handlers.audit import record, url_shown
 from aichat.http.access import admin_only
 from aichat.http.errors import ApiError, not_found, ok
 from aichat.upstream import netpolicy
 from aichat.settings import system as settings
 from aichat.http.appkeys import cipher_key, config_key, db_key, resolver_key, user_key
 from aichat.store import models
+from aichat.store.db import Transaction, found
 from aichat.http.bodies import MODEL_CREATE, MODEL_UPDATE, PRICES
 from aichat.http.validate import path_id, read_json
 
@@ -45,6 +47,32 @@ async def _check_policy(request: web.Request, values: dict[str, Any], url: str) 
         raise ApiError(400, f"apiUrl not allowed: {e}") from None
 
 
+# What the audit log keeps of a model: never its key, and its URL without user info or query.
+_AUDITED = ("name", "apiUrl", "supportsImages", *PRICES)
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: url_shown(row[name]) if name == "apiUrl" else row[name] for name in _AUDITED}
+
+
+async def _record_update(tx: Transaction, request: web.Request, owner_id: int | None,
+                         before: dict[str, Any], after: dict[str, Any],
+                         fields: dict[str, Any]) -> None:
+    """A system model's update (what changed; of the key, only that it was replaced), or a
+    personal model's new upstream URL."""
+    old, new = _shown(before), _shown(after)
+    target = f"model:{after['id']}"
+    if owner_id is None:
+        changes = {name: {"from": old[name], "to": new[name]} for name in _AUDITED
+                   if name in fields}
+        await record(tx, request, "model_update", target,
+                     {"name": after["name"], "changes": changes,
+                      "apiKeyReplaced": "apiKey" in fields})
+    elif before["apiUrl"] != after["apiUrl"]:
+        await record(tx, request, "model_url_change", target,
+                     {"name": after["name"], "from": old["apiUrl"], "to": new["apiUrl"]})
+
+
 async def _create(request: web.Request, owner_id: int | None, clash: str) -> web.Response:
     db = request.app[db_key]
     fields = model_fields(await read_json(request, request.app[config_key].max_json_body),
@@ -63,6 +91,8 @@ async def _create(request: web.Request, owner_id: int | None, clash: str) -> web
         row = await models.create(tx, request.app[cipher_key], owner_id, fields["name"],
                                   fields["apiUrl"], fields["apiKey"], fields["supportsImages"],
                                   (fields.get(PRICES[0]), fields.get(PRICES[1])))
+        if owner_id is None:
+            await record(tx, request, "model_create", f"model:{row['id']}", _shown(row))
     return ok(row, "Model configuration created")
 
 
@@ -76,12 +106,14 @@ async def _update(request: web.Request, owner_id: int | None, clash: str) -> web
     if owner_id is not None and "apiUrl" in fields:
         await _check_policy(request, await _system_values(request), fields["apiUrl"])
     async with db.transaction() as tx:
-        if await models.get_owned(tx, model_id, owner_id) is None:
+        before = await models.get_owned(tx, model_id, owner_id)
+        if before is None:
             raise not_found(NOT_FOUND)
         if "name" in fields and await models.name_taken(tx, owner_id, fields["name"], model_id):
             raise ApiError(409, clash)
         await models.update(tx, request.app[cipher_key], model_id, fields)
-        row = await models.get_owned(tx, model_id, owner_id)
+        row = found(await models.get_owned(tx, model_id, owner_id))
+        await _record_update(tx, request, owner_id, before, row, fields)
     return ok(row, "Model configuration updated")
 
 
@@ -89,12 +121,15 @@ async def _delete(request: web.Request, owner_id: int | None) -> web.Response:
     db = request.app[db_key]
     model_id = path_id(request, "id", "model")
     async with db.transaction() as tx:
-        if await models.get_owned(tx, model_id, owner_id) is None:
+        model = await models.get_owned(tx, model_id, owner_id)
+        if model is None:
             raise not_found(NOT_FOUND)
         in_use = await models.sessions_using(tx, model_id)
         if in_use:
             raise ApiError(400, f"Cannot delete model: {in_use} chat sessions are using this model")
         await models.delete(tx, model_id)
+        if owner_id is None:
+            await record(tx, request, "model_delete", f"model:{model_id}", {"name": model["name"]})
     return ok(None, "Model configuration deleted")
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from aichat.chat import quota, service
 from aichat.chat.quota import Limits
+from aichat.handlers.audit import record
 from aichat.http.access import admin_only
 from aichat.http.appkeys import config_key, db_key, user_key
 from aichat.http.bodies import USER_LIMITS
@@ -31,10 +32,16 @@ def _names(limits: Limits) -> dict[str, Any]:
             "maxConcurrentStreams": limits.max_streams}
 
 
-def _view(user: User, settings: StreamSettings) -> dict[str, Any]:
-    """The user's own limits (null: the default), the defaults, and what is in force."""
+def _own(user: User) -> dict[str, Any]:
+    """The user's own limits by their API names (None: the default)."""
     own = {name: getattr(user, column) for name, column in COLUMNS.items()}
     own["costPerMonth"] = prices.from_micros(own["costPerMonth"])
+    return own
+
+
+def _view(user: User, settings: StreamSettings) -> dict[str, Any]:
+    """The user's own limits (null: the default), the defaults, and what is in force."""
+    own = _own(user)
     defaults = _names(Limits.of(User(0, "", "USER", 0, ""), settings))
     return {**own, "defaults": defaults, "effective": _names(Limits.of(user, settings))}
 
@@ -82,9 +89,16 @@ async def set_limits(request: web.Request) -> web.Response:
     if "cost_per_month_micros" in values and values["cost_per_month_micros"] is not None:
         values["cost_per_month_micros"] = prices.to_micros(values["cost_per_month_micros"])
     async with db.transaction() as tx:
-        if not await quotas.set_overrides(tx, user_id, values):
+        before = await users.get(tx, user_id)
+        if before is None or not await quotas.set_overrides(tx, user_id, values):
             raise not_found("User")
         user = await users.get(tx, user_id)
-    assert user is not None
+        assert user is not None
+        if values:
+            old, new = _own(before), _own(user)
+            changes = {name: {"from": old[name], "to": new[name]}
+                       for name, column in COLUMNS.items() if column in values}
+            await record(tx, request, "limits_change", f"user:{user_id}",
+                         {"username": user.username, "changes": changes})
     return ok(_view(user, await service.stream_settings(request.app)),
               "Limits updated")

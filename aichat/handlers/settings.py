@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from aichat.handlers.audit import record
 from aichat.settings import system as settings
 from aichat.http.access import admin_only
 from aichat.settings.config import Config
@@ -40,8 +41,15 @@ async def update_system_settings(request: web.Request) -> web.Response:
     cleared = SYSTEM_SETTINGS.nulls(body)  # back to the environment or default
     if updates or cleared:
         async with db.transaction() as tx:
+            before = await settings.load(tx, config)
             await store.set_system(tx, updates)
             await store.clear_system(tx, cleared)
+            after = await settings.load(tx, config)
+            # Effective values, old and new: a cleared key shows what it falls back to.
+            changes = {key: {"from": before[key], "to": after[key]}
+                       for key in [*updates, *cleared]}
+            await record(tx, request, "settings_change", "settings:system",
+                         {"changes": changes, **({"cleared": cleared} if cleared else {})})
     return ok(await _system_view(db, config), "Settings updated")
 
 

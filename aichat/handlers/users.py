@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aichat.handlers.audit import record
 from aichat.http.access import admin_only
 from aichat.http.errors import ApiError, not_found, ok
 from aichat.http.appkeys import config_key, db_key, registry_key, user_key
@@ -58,6 +59,8 @@ async def set_user_role(request: web.Request) -> web.Response:
         if target.is_admin and role == "USER" and await users.admin_count(tx) <= 1:
             raise ApiError(400, "At least one admin is required")
         await users.set_role(tx, user_id, role)
+        await record(tx, request, "role_change", f"user:{user_id}",
+                     {"username": target.username, "from": target.role, "to": role})
     return ok(await users.get_public(db, user_id), "Role updated")
 
 
@@ -83,4 +86,6 @@ async def delete_user(request: web.Request) -> web.Response:
         if target.is_admin and await users.admin_count(tx) <= 1:
             raise ApiError(400, "At least one admin is required")
         await users.delete(tx, user_id)
+        await record(tx, request, "user_delete", f"user:{user_id}",
+                     {"username": target.username, "role": target.role})
     return ok(None, "User deleted")

@@ -18,6 +18,7 @@ from aichat.timeutil import Clock
 if TYPE_CHECKING:  # these modules import the keys themselves
     from aichat.chat.registry import Registry
     from aichat.chat.tokenizer import Tokenizer
+    from aichat.metrics.catalog import Metrics
     from aichat.security.ratelimit import FailureLimiter
 
 config_key = web.AppKey("config", Config)
@@ -32,4 +33,5 @@ resolver_key = web.AppKey("resolver", AbstractResolver)
 limiter_key: web.AppKey[FailureLimiter] = web.AppKey("limiter")
 trusted_proxies_key = web.AppKey("trusted_proxies", list)
 clock_key = web.AppKey("clock", Clock)
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
 user_key = web.RequestKey("user", User)

@@ -135,3 +135,4 @@ ALL = (CREDENTIALS, REGISTRATION, PASSWORD_CHANGE, ROLE_CHANGE, MODEL_CREATE, MO
 USERS_PAGE = Paging(default_limit=10, max_limit=100)
 SESSIONS_PAGE = Paging(default_limit=20, max_limit=100)
 MESSAGES_PAGE = Paging(default_limit=1000, max_limit=1000)
+AUDIT_PAGE = USERS_PAGE  # the audit log is paged exactly like the users list

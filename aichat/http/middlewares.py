@@ -1,8 +1,11 @@
-"""Errors first (everything becomes the envelope), then auth (CORS rides on response signals)."""
+"""Observation first (request id, metrics), errors next (everything becomes the envelope),
+then auth (CORS rides on response signals)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiohttp import web
 
@@ -10,7 +13,8 @@ from aichat.http.access import Handler, access_of
 from aichat.store.base import Unavailable
 from aichat.security.credentials import authenticate
 from aichat.http.errors import ApiError, fail
-from aichat.http.appkeys import user_key
+from aichat.http.appkeys import metrics_key, user_key
+from aichat.http import requestid
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,34 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 
 DATABASE_AWAY = "The database is unavailable; try again in a few seconds"
+UNMATCHED = "unmatched"  # a path no route has: never the path itself (metrics labels)
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's id, set for its logs (and its rounds'), and its line in the metrics."""
+    request_id = requestid.choose(request.headers.get(requestid.HEADER))
+    request[requestid.request_id_key] = request_id
+    token = requestid.current.set(request_id)
+    metrics = request.config_dict.get(metrics_key)
+    start, status = time.perf_counter(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # the client left before the answer
+        raise
+    finally:
+        requestid.current.reset(token)
+        if metrics is not None:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None and \
+                request.match_info.http_exception is None else UNMATCHED
+            metrics.request(request.method, route, status, time.perf_counter() - start)
 
 
 @web.middleware

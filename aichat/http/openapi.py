@@ -20,6 +20,7 @@ from aichat.http.openapi_components import (openai_schemas, parameters, request_
 from aichat.http.openapi_ops import (IDS, MOMENT, SSE, UNHEALTHY, Operation, op, paged,
                                      paged_by, query, v1_op)
 from aichat.http.schema import ID, STRING, Schema, array, enum, nullable, obj, ref
+from aichat.store import audit
 
 
 def operations() -> list[Operation]:
@@ -67,11 +68,39 @@ def _account_ops() -> list[Operation]:
         ("get", "/api/users/{id}/quota", op(
             "getUserQuota", "quotas", "Where a user stands against their limits",
             access="admin", params=IDS, data=ref("Quota"))),
+        ("get", "/api/admin/audit", _audit_op()),
         ("get", "/api/quota", op(
             "getQuota", "quotas", "Where the caller stands against their limits",
             data=ref("Quota"), description="Minutes, days and months are UTC calendar "
                                            "periods; `reserved` is held by rounds in flight.")),
     ]
+
+
+def _audit_op() -> Schema:
+    """GET /api/admin/audit: the audit log, paged like the users list."""
+    event = obj({"id": ID, "createdAt": ref("Timestamp"), "actorType": enum(audit.ACTOR_TYPES),
+                 "actorUserId": nullable(ID), "actorKeyId": nullable(ID),
+                 "actorName": nullable(STRING), "address": nullable(STRING),
+                 "action": enum(audit.ACTIONS), "target": nullable(STRING),
+                 "detail": {"type": "object", "description": "At most 2000 characters of "
+                                                             "JSON; never a secret."}})
+    empty = {"type": "string", "maxLength": 0}
+    return op(
+        "listAuditEvents", "audit", "Audit log, newest first", access="admin",
+        data=paged("events", event),
+        params=(*paged_by(bodies.AUDIT_PAGE),
+                query("actor", {"anyOf": [{"type": "string", "pattern": "^[0-9]{1,30}$"},
+                                          {"const": "system"}, empty]},
+                      "A user id (their actions, and their API keys'), or `system` (the "
+                      "command line); absent or empty: all."),
+                query("action", {"anyOf": [enum(audit.ACTIONS), empty]},
+                      "One kind of event; absent or empty: all."),
+                query("from", MOMENT, "ISO date (from 00:00:00.000Z) or date-time (no offset: "
+                                      "UTC); absent or empty: no bound."),
+                query("to", MOMENT, "ISO date (to 23:59:59.999Z) or date-time; absent or "
+                                    "empty: no bound.")),
+        description="Security-relevant events (sign-ins, account, key, model and settings "
+                    "changes, backups), kept `audit_retention_days`.")
 
 
 def _model_ops() -> list[Operation]:
@@ -187,7 +216,9 @@ def _usage_and_settings_ops() -> list[Operation]:
             access="admin",
             params=(query("from", MOMENT, "As for /api/chat/usage/daily."),
                     query("to", MOMENT, "As for /api/chat/usage/daily."),
-                    query("groupBy", enum(("user", "model", "day")), "Default `user`.")),
+                    query("groupBy", {"anyOf": [enum(("user", "model", "day")),
+                                               {"type": "string", "maxLength": 0}]},
+                          "Default (also when empty) `user`.")),
             data=ref("UsageSummary"),
             description="With `Accept: text/csv`: the rows as CSV (a header line; an "
                         "unknown cost is an empty field).")),
@@ -217,6 +248,13 @@ def _service_ops() -> list[Operation]:
         ("get", "/api/settings/app-info", op(
             "getAppInfo", "service", "Name, version, mode and features", access="public",
             data=ref("AppInfo"))),
+        ("get", "/metrics", op(
+            "getMetrics", "service", "Prometheus metrics", access="public",
+            ok={"description": "Prometheus's text exposition format, version 0.0.4.",
+                "content": {"text/plain": {"schema": STRING}}}, errors=(401, 403, 404),
+            description="Without METRICS_TOKEN: only a client on this machine that no proxy "
+                        "forwarded (else 403); with it: `Authorization: Bearer <token>` (else "
+                        "401). METRICS_ENABLED=false: 404 (docs/operations.md §9).")),
         ("get", "/", op("getRoot", "service", "Route index", access="public",
                         data=ref("Index"))),
         ("get", "/api", op("getApiIndex", "service", "Route index", access="public",
@@ -270,7 +308,7 @@ def spec() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": name} for name in ("auth", "users", "models", "sessions", "chat",
-                                             "usage", "quotas", "keys", "settings",
+                                             "usage", "quotas", "audit", "keys", "settings",
                                              "service", "openai")],
         "paths": paths,
         "components": {

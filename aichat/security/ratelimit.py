@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from aichat.http.appkeys import metrics_key
 from aichat.http.errors import ApiError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -256,6 +257,8 @@ class Attempt:
         self._guard = guard
         self._address = address_key(client_address(request, trusted))
         self._username: str | None = None
+        self._metrics = request.config_dict.get(metrics_key) \
+            if isinstance(request, web.Request) else None
 
     async def named(self, username: object) -> None:
         if not isinstance(username, str) or not _USERNAME.fullmatch(username):
@@ -278,5 +281,7 @@ class Attempt:
             self._guard.succeeded(self._address, self._username)
             await self._guard.record(self._address, self._username, failed=False)
         elif isinstance(exc, CredentialError):
+            if self._metrics is not None:
+                self._metrics.login_failures.inc()
             self._guard.failed(self._address, self._username)
             await self._guard.record(self._address, self._username, failed=True)

@@ -139,6 +139,9 @@ class Config:
     login_account_limit: int = from_table("login_account_limit")
     bcrypt_rounds: int = from_table("bcrypt_rounds")
     log_level: str = from_table("log_level")
+    log_format: str = from_table("log_format")
+    metrics_enabled: bool = from_table("metrics_enabled")
+    metrics_token: str | None = from_table("metrics_token")
     # Not settings: fixed by the contract, kept here so tests can shrink them.
     max_json_body: int = 1 * MIB
     max_chat_body: int = 32 * MIB

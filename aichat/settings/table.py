@@ -188,6 +188,19 @@ SETTINGS: tuple[Setting, ...] = (
             ("BCRYPT_ROUNDS",), 4, 16),
     Setting("log_level", "choice", "info", "log verbosity", ("LOG_LEVEL",),
             choices=("debug", "info", "warn", "error")),
+    Setting("log_format", "choice", "text",
+            "`text` lines, or `json`: one JSON object per line (time, level, logger, message, "
+            "request id)", ("LOG_FORMAT",), choices=("text", "json")),
+    Setting("metrics_enabled", "bool", True,
+            "count requests, rounds and upstream calls and serve them at `GET /metrics` "
+            "(Prometheus); false: no counting, `404`", ("METRICS_ENABLED",)),
+    Setting("metrics_token", "secret", None,
+            "bearer token `GET /metrics` requires; unset: only clients on this machine "
+            "(loopback, not through a proxy) may read it", ("METRICS_TOKEN",), 16,
+            shown="loopback only"),
+    Setting("audit_retention_days", "int", 180,
+            "days the audit log keeps an event; older ones are deleted by an hourly sweep",
+            lo=1, hi=36500, runtime=True),
 )
 
 BY_KEY = {row.key: row for row in SETTINGS}

@@ -17,7 +17,10 @@ Queries are written once, in the SQL both SQLite and PostgreSQL accept, with `?`
 from __future__ import annotations
 
 import abc
-from typing import Any, AsyncContextManager, Awaitable, Callable, Sequence, TypeVar
+import contextlib
+import time
+from typing import (Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Sequence,
+                    TypeVar)
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -82,13 +85,56 @@ class Database(Reader):
     # loop from a read-only connection; PostgreSQL from its pool, like any read.
     quick: Reader
 
-    @abc.abstractmethod
-    def transaction(self) -> AsyncContextManager[Transaction]:
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
         """Statements that commit together; serialised with every other transaction."""
+        start = time.perf_counter()
+        try:
+            async with self._transaction() as tx:
+                yield tx
+        except Exception as e:
+            self._failed(e)
+            raise
+        finally:
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - start)
+        self.write_error = None
 
     @abc.abstractmethod
+    def _transaction(self) -> AsyncContextManager[Transaction]:
+        """`transaction` without the bookkeeping."""
+
+    # Each write job's latency, for the metrics (aichat/metrics/catalog.py); None: not timed.
+    on_write: Callable[[float], None] | None = None
+    # Why the latest write job failed for want of a writable database (full disk, read-only
+    # file or standby), until one succeeds: the health check reports it (503).
+    write_error: str | None = None
+
     async def run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`await job(tx, *args)` committed atomically, even if the caller is cancelled."""
+        start = time.perf_counter()
+        try:
+            result = await self._run(job, *args)
+        except Exception as e:
+            self._failed(e)
+            raise
+        finally:
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - start)
+        self.write_error = None
+        return result
+
+    @abc.abstractmethod
+    async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`run` without the bookkeeping."""
+
+    def _failed(self, error: Exception) -> None:
+        if self.unwritable(error):
+            self.write_error = str(error) or type(error).__name__
+
+    def unwritable(self, error: Exception) -> bool:
+        """Whether `error` says the database cannot take writes at all."""
+        return False
 
     @abc.abstractmethod
     async def ping(self) -> None:

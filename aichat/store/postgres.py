@@ -76,6 +76,9 @@ class Transaction(Reader, base.Transaction):
         await self.conn.execute("SELECT pg_advisory_xact_lock($1, $2)", SERIALISE, key)
 
 
+_STANDBY = "the server is a read-only standby"
+
+
 class Database(Reader, base.Database):
     dialect = "postgresql"
 
@@ -109,10 +112,10 @@ class Database(Reader, base.Database):
                 raise Unavailable("the database is unreachable") from e
             raise
 
-    def transaction(self) -> Any:
+    def _transaction(self) -> Any:
         return self._connection(serialised=True)
 
-    async def run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Jobs that arrive together share one transaction (one commit, one WAL flush), as
         on SQLite (store/batch.py): 500 rounds starting at once cost a few commits, not 500.
         Once queued, a job commits even if the caller is cancelled."""
@@ -147,7 +150,15 @@ class Database(Reader, base.Database):
                     future.set_result(result)
 
     async def ping(self) -> None:
-        await self.value("SELECT 1")
+        """A round trip, and a server that takes writes (not a standby in recovery)."""
+        if await self.value("SELECT pg_is_in_recovery()"):
+            self.write_error = _STANDBY
+        elif self.write_error == _STANDBY:  # promoted since
+            self.write_error = None
+
+    def unwritable(self, error: Exception) -> bool:
+        return isinstance(error, (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError,
+                                  asyncpg.InsufficientResourcesError))
 
     async def close(self) -> None:
         if self._drainer is not None:

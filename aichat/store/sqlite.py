@@ -50,6 +50,12 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
 
 
+# SQLite's messages for a database that takes no writes (full disk, read-only file or
+# folder, a failing disk), as opposed to a statement's own fault.
+_UNWRITABLE = ("database or disk is full", "attempt to write a readonly database",
+               "disk I/O error", "unable to open database file")
+
+
 class Reader(base.Reader):
     """Reads through aiosqlite's thread."""
 
@@ -122,7 +128,7 @@ class Database(Reader, base.Database):
         self.quick: QuickReader = QuickReader(None, self)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def _transaction(self) -> AsyncIterator[Transaction]:
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -133,7 +139,7 @@ class Database(Reader, base.Database):
                 raise
             await asyncio.shield(self.conn.execute("COMMIT"))
 
-    async def run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
         """For hot paths (a chat round's two writes): `transaction()` costs a hop per statement
         plus BEGIN and COMMIT; this shares one hop and one commit with concurrent writers.
         """
@@ -142,6 +148,9 @@ class Database(Reader, base.Database):
     async def ping(self) -> None:
         """A round trip through the database thread (the health check)."""
         await self.value("SELECT 1")
+
+    def unwritable(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and str(error).startswith(_UNWRITABLE)
 
     def open_quick(self) -> None:
         self.quick = QuickReader(_open_quick(self.path), self)
