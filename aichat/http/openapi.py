@@ -17,6 +17,7 @@ from aichat import __version__
 from aichat.http import bodies
 from aichat.http.openapi_components import (openai_schemas, parameters, request_schemas,
                                             response_schemas, responses)
+from aichat.http.openapi_portability import portability_ops
 from aichat.http.openapi_ops import (IDS, MOMENT, SSE, UNHEALTHY, Operation, op, paged,
                                      paged_by, query, v1_op)
 from aichat.http.schema import ID, STRING, Schema, array, enum, nullable, obj, ref
@@ -26,7 +27,7 @@ from aichat.store import audit
 def operations() -> list[Operation]:
     """Every route the app registers, in the document's order."""
     return [*_account_ops(), *_model_ops(), *_session_ops(), *_usage_and_settings_ops(),
-            *_service_ops()]
+            *_service_ops(), *portability_ops()]
 
 
 def _account_ops() -> list[Operation]:
@@ -308,7 +309,7 @@ def spec() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": name} for name in ("auth", "users", "models", "sessions", "chat",
-                                             "usage", "quotas", "audit", "keys", "settings",
+                                             "usage", "quotas", "audit", "data", "keys", "settings",
                                              "service", "openai")],
         "paths": paths,
         "components": {

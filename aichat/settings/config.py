@@ -130,6 +130,7 @@ class Config:
     max_concurrent_streams: int = from_table("max_concurrent_streams")
     max_reply_chars: int = from_table("max_reply_chars")
     max_upstream_line_bytes: int = from_table("max_upstream_line_bytes")
+    max_import_bytes: int = from_table("max_import_bytes")
     max_models_per_user: int = from_table("max_models_per_user")
     v1_max_messages: int = from_table("v1_max_messages")
     v1_max_message_chars: int = from_table("v1_max_message_chars")

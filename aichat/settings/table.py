@@ -164,6 +164,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_upstream_line_bytes", "int", MIB,
             "bytes one line of a provider's stream may reach; past it the attempt fails",
             ("MAX_UPSTREAM_LINE_BYTES",), 1024, 16 * MIB),
+    Setting("max_import_bytes", "int", 16 * MIB,
+            "bytes one `POST /api/import` body may carry (our export or ChatGPT's "
+            "`conversations.json`); more: `413`", ("MAX_IMPORT_BYTES",), MIB, 256 * MIB),
     Setting("max_models_per_user", "int", 100, "personal model configs one user may keep",
             ("MAX_MODELS_PER_USER",), 1, 10000, runtime=True),
     Setting("v1_max_messages", "int", 1000, "messages one `/v1/chat/completions` request may "

@@ -21,7 +21,7 @@ from aichat.store.base import Reader, Transaction
 ACTIONS = ("register", "login", "login_failed", "password_change", "role_change", "user_delete",
            "api_key_create", "api_key_revoke", "settings_change", "model_create",
            "model_update", "model_delete", "model_url_change", "limits_change", "backup",
-           "rotate_key")
+           "rotate_key", "user_export")
 ACTOR_TYPES = ("user", "api_key", "system", "anonymous")  # sql/013's CHECK
 
 TEXT_CHARS = 200
