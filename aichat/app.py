@@ -25,7 +25,7 @@ from aichat.handlers import follow, sessions, usage, users
 from aichat.handlers import audit as audit_handlers
 from aichat.audit_sweep import audit_sweep_ctx
 from aichat.handlers import metrics as metrics_handlers
-from aichat.handlers import portability
+from aichat.handlers import portability, search
 from aichat.handlers import settings as settings_handlers
 from aichat.http.appkeys import (cipher_key, clock_key, config_key, db_key, hasher_key,
                                  http_key, limiter_key, metrics_key, registry_key, resolver_key,
@@ -75,7 +75,7 @@ def create_app(config: Config, resolver: AbstractResolver | None = None) -> web.
     app.cleanup_ctx.append(audit_sweep_ctx)
     app.on_shutdown.append(stop_rounds)
     for module in (auth_handlers, users, models, sessions, chat, follow, usage, keys,
-                   settings_handlers, quota_handlers, audit_handlers, portability,
+                   settings_handlers, quota_handlers, audit_handlers, search, portability,
                    meta, openapi, metrics_handlers):
         app.router.add_routes(module.routes)
     setup_cors(app, config)

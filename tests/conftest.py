@@ -32,7 +32,7 @@ BOTH_BACKENDS = {"test_auth", "test_users", "test_models", "test_sessions", "tes
                  "test_chat_outcome", "test_chat_slots", "test_chat_context", "test_v1",
                  "test_cluster", "test_prices",
                  "test_usage_summary", "test_quotas", "test_quota_enforcement", "test_resume",
-                 "test_live_history", "test_audit", "test_portability"}
+                 "test_live_history", "test_audit", "test_search", "test_portability"}
 PG_SECRETS = dict(jwt_secret="test-jwt-secret-" + "j" * 32,
                   encryption_key="test-encryption-key-" + "k" * 32)
 

@@ -18,6 +18,7 @@ from aichat.http import bodies
 from aichat.http.openapi_components import (openai_schemas, parameters, request_schemas,
                                             response_schemas, responses)
 from aichat.http.openapi_portability import portability_ops
+from aichat.http.openapi_search import search_ops
 from aichat.http.openapi_ops import (IDS, MOMENT, SSE, UNHEALTHY, Operation, op, paged,
                                      paged_by, query, v1_op)
 from aichat.http.schema import ID, STRING, Schema, array, enum, nullable, obj, ref
@@ -27,7 +28,7 @@ from aichat.store import audit
 def operations() -> list[Operation]:
     """Every route the app registers, in the document's order."""
     return [*_account_ops(), *_model_ops(), *_session_ops(), *_usage_and_settings_ops(),
-            *_service_ops(), *portability_ops()]
+            *_service_ops(), *search_ops(), *portability_ops()]
 
 
 def _account_ops() -> list[Operation]:
