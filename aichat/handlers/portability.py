@@ -14,7 +14,7 @@ from aichat.handlers.audit import record
 from aichat.http.access import admin_only
 from aichat.http.appkeys import config_key, db_key, user_key
 from aichat.http.errors import ApiError, not_found, ok
-from aichat.http.validate import path_id
+from aichat.http.validate import path_id, read_capped
 from aichat.portability import document, importer, markdown
 from aichat.portability.plan import Limits
 from aichat.settings import system as settings
@@ -95,7 +95,7 @@ async def export_user(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/import")
 async def import_data(request: web.Request) -> web.Response:
     config, db, user = request.app[config_key], request.app[db_key], request[user_key]
-    raw = await importer.read_body(request, config.max_import_bytes)
+    raw = await read_capped(request, config.max_import_bytes)
     reply_chars = (await settings.load(db.quick, config))["max_reply_chars"]
     plan = await asyncio.to_thread(importer.parse, raw,
                                     Limits(reply_chars, user_chars=reply_chars))

@@ -19,19 +19,24 @@ _ID = Id()
 _READ_PIECE = 64 * 1024
 
 
-async def read_json(request: web.Request, max_size: int) -> dict[str, Any]:
-    """The body as a JSON object, or 400 "Invalid JSON body"; 413 past `max_size` bytes."""
+async def read_capped(request: web.Request, max_size: int) -> bytes:
+    """The whole body, or 413 past `max_size` bytes. Read in pieces and stopped at the cap: a
+    chunked body has no length to check up front, and request.read() would take up to the
+    app's own limit before this route's cap applies."""
     if request.content_length is not None and request.content_length > max_size:
         raise ApiError(413, "Request body too large")
-    # Read in pieces and stop at the cap: a chunked body has no length to check up front, and
-    # request.read() would take up to the app's 32 MiB limit before this route's cap applies.
     parts, size = [], 0
     async for piece in request.content.iter_chunked(_READ_PIECE):
         size += len(piece)
         if size > max_size:
             raise ApiError(413, "Request body too large")
         parts.append(piece)
-    raw = b"".join(parts)
+    return b"".join(parts)
+
+
+async def read_json(request: web.Request, max_size: int) -> dict[str, Any]:
+    """The body as a JSON object, or 400 "Invalid JSON body"; 413 past `max_size` bytes."""
+    raw = await read_capped(request, max_size)
     try:
         if len(raw) > _THREAD_PARSE_BYTES:
             body = await asyncio.to_thread(jsonfast.loads, raw)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from aiohttp import web
 
 from aichat.http import jsonfast
 from aichat.http.errors import ApiError
@@ -13,25 +12,10 @@ from aichat.store import models
 from aichat.store import portability as store
 from aichat.store.base import Transaction
 
-_READ_PIECE = 64 * 1024
 UNKNOWN = (f'The file is neither an aichat export (an object with "format": "{FORMAT}") nor '
            "ChatGPT's conversations.json (a list of conversations)")
 NO_MODEL = ("Importing chats needs a model configuration to attach them to: add a model first "
             "(POST /api/models)")
-
-
-async def read_body(request: web.Request, max_size: int) -> bytes:
-    """The whole body, or 413 past `max_size` bytes (read in pieces: a chunked body has no
-    length to check up front)."""
-    if request.content_length is not None and request.content_length > max_size:
-        raise ApiError(413, "Request body too large")
-    parts, size = [], 0
-    async for piece in request.content.iter_chunked(_READ_PIECE):
-        size += len(piece)
-        if size > max_size:
-            raise ApiError(413, "Request body too large")
-        parts.append(piece)
-    return b"".join(parts)
 
 
 def parse(raw: bytes, limits: Limits) -> Plan:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from typing import (Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Sequence,
-                    TypeVar)
+from typing import (Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterator,
+                    Sequence, TypeVar)
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -88,17 +88,9 @@ class Database(Reader):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """Statements that commit together; serialised with every other transaction."""
-        start = time.perf_counter()
-        try:
+        with self._watched():
             async with self._transaction() as tx:
                 yield tx
-        except Exception as e:
-            self._failed(e)
-            raise
-        finally:
-            if self.on_write is not None:
-                self.on_write(time.perf_counter() - start)
-        self.write_error = None
 
     @abc.abstractmethod
     def _transaction(self) -> AsyncContextManager[Transaction]:
@@ -112,25 +104,29 @@ class Database(Reader):
 
     async def run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`await job(tx, *args)` committed atomically, even if the caller is cancelled."""
-        start = time.perf_counter()
-        try:
-            result = await self._run(job, *args)
-        except Exception as e:
-            self._failed(e)
-            raise
-        finally:
-            if self.on_write is not None:
-                self.on_write(time.perf_counter() - start)
-        self.write_error = None
-        return result
+        with self._watched():
+            return await self._run(job, *args)
 
     @abc.abstractmethod
     async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`run` without the bookkeeping."""
 
-    def _failed(self, error: Exception) -> None:
-        if self.unwritable(error):
-            self.write_error = str(error) or type(error).__name__
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[None]:
+        """A write: timed for the metrics, and whether the database took it, for the health
+        check (a success clears `write_error`; a failure for want of a writable database sets
+        it)."""
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as error:
+            if self.unwritable(error):
+                self.write_error = str(error) or type(error).__name__
+            raise
+        finally:
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - start)
+        self.write_error = None
 
     def unwritable(self, error: Exception) -> bool:
         """Whether `error` says the database cannot take writes at all."""
